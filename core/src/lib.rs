@@ -24,6 +24,8 @@
 //! assert_eq!(rt.current(), None);
 //! ```
 
+#[cfg(not(loom))]
+pub mod c_abi;
 mod error;
 mod guard;
 mod interp;

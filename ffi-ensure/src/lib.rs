@@ -1,1 +1,131 @@
-//! placeholder
+//! # tstate-ffi-ensure — the thread-stored ensure/release design
+//!
+//! The discussion's original proposal, as a C ABI over `tstate-core`:
+//!
+//! ```c
+//! int  tse_ensure(uint64_t interp, const char **errmsg); // 0, or -1 + static message
+//! void tse_release(void);                                // pops this thread's last ensure
+//! int  tse_ensure_ex(uint64_t interp, TSE_Error *err);   // 0, or the code; {code, message}
+//! ```
+//!
+//! Nesting is kept per thread: each release undoes this thread's innermost
+//! ensure, restoring exactly what was attached before (across interpreters
+//! too). `tse_release` returns `void`, so its misuse (nothing ensured, an
+//! inner span still open) goes to a replaceable fatal-error hook
+//! ([`tse_set_fatal_hook`]) whose default prints and aborts, like
+//! `Py_FatalError`.
+//!
+//! C symbols carry the prefix `tse_` (types `TSE_`), so this facade, the other
+//! two and a real libpython link into one process side by side. Define
+//! `TSTATE_ENSURE_DISCUSSION_NAMES` before including `tstate_ensure.h` to get
+//! the discussion's spellings (`PyThreadState_Ensure`, `PyThreadState_Release`).
+//!
+//! Rust users: [`rust::ensure`] returns a guard that releases on drop.
+
+use std::ffi::{c_char, c_int};
+use tstate_core::c_abi::{self, FatalHookCell};
+use tstate_core::{Error, InterpreterId, Runtime};
+
+pub mod rust;
+mod shared;
+pub use shared::*;
+
+/// The discussion's alternative error style: a code and its static message.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnsureError {
+    /// One of the negative `TSE_ERR_*` codes.
+    pub code: c_int,
+    /// Its static, NUL-terminated message (never freed by the caller).
+    pub message: *const c_char,
+}
+
+/// A fatal-error hook: receives the code and its static message. If it
+/// returns, the misused call returns having changed nothing.
+pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
+
+static FATAL: FatalHookCell = FatalHookCell::new("tse_release");
+
+fn ensure_code(interp: u64) -> c_int {
+    c_abi::boundary(|| {
+        Runtime::global()
+            .ensure(InterpreterId::from_raw(interp))
+            .map(|_| 0)
+    })
+}
+
+/// Ensures the calling thread is attached to `interp`; undo with
+/// [`tse_release`] on the same thread.
+///
+/// Already attached to `interp`: counted (no lock, never refused). Holding
+/// `interp` open through a detached thread state (after
+/// `tse_save_thread`): that one is re-attached. Otherwise the thread's kept
+/// thread state for `interp` is attached — refused at once, never hanging,
+/// if `interp` is finalizing or gone. Attached to another interpreter: that
+/// one is detached and re-attached by the matching release.
+///
+/// Returns 0, or -1 with `*errmsg` set to a static message (`errmsg` may be
+/// NULL if the caller does not want it). The message says which of:
+/// finalizing, no such interpreter (0, forged, gone), out of memory,
+/// internal panic. For the code, use [`tse_ensure_ex`].
+///
+/// Thread: any; the span belongs to the calling thread.
+///
+/// # Safety
+/// `errmsg` must be NULL or valid for writing a `const char *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tse_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
+    let r = ensure_code(interp);
+    if r < 0 {
+        if !errmsg.is_null() {
+            // SAFETY: non-NULL; validity is the caller's contract.
+            unsafe { errmsg.write(c_abi::error_message(r)) };
+        }
+        return -1;
+    }
+    0
+}
+
+/// As [`tse_ensure`], in the `{ code, message }` style: returns 0, or the
+/// negative `TSE_ERR_*` code with `*err` filled (if `err` is not NULL):
+/// `TSE_ERR_FINALIZING`, `TSE_ERR_NO_SUCH_INTERPRETER`, `TSE_ERR_NO_MEMORY`,
+/// `TSE_ERR_PANIC`.
+///
+/// # Safety
+/// `err` must be NULL or valid for writing a `TSE_Error`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tse_ensure_ex(interp: u64, err: *mut EnsureError) -> c_int {
+    let r = ensure_code(interp);
+    if r < 0 && !err.is_null() {
+        let e = EnsureError {
+            code: r,
+            message: c_abi::error_message(r),
+        };
+        // SAFETY: non-NULL; validity is the caller's contract.
+        unsafe { err.write(e) };
+    }
+    r
+}
+
+/// Undoes the calling thread's innermost ensure, restoring exactly what was
+/// attached before it.
+///
+/// Misuse — nothing ensured on this thread (`TSE_ERR_NOT_ATTACHED`), or a
+/// save or an activation inside the span still open (`TSE_ERR_OUT_OF_ORDER`)
+/// — is reported to the fatal-error hook; the default prints the message
+/// and aborts. A hook that returns makes this call a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn tse_release() {
+    let r = c_abi::boundary(|| Runtime::global().release().map(|()| 0));
+    if r < 0 {
+        FATAL.report(Error::from_code(r).unwrap_or(Error::Panic));
+    }
+}
+
+/// Installs the fatal-error hook for misuse of `void` functions
+/// (`tse_release`); NULL restores the default (print, abort). Returns the
+/// previous hook (NULL for the default). Process-wide; thread: any.
+#[unsafe(no_mangle)]
+pub extern "C" fn tse_set_fatal_hook(hook: FatalHook) -> FatalHook {
+    c_abi::boundary_or(None, || FATAL.set(hook))
+}

@@ -1,0 +1,129 @@
+//! Generated files are current: each facade's `src/shared.rs` (rendered
+//! from `core/templates/shared_abi.rs.in`) and its C header (cbindgen, the
+//! version pinned by Cargo.lock). `TSTATE_BLESS=1` rewrites them instead of
+//! failing. Each header also compiles alone as C11 and C++17 with
+//! `-Wall -Wextra -Werror -pedantic`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FACADES: [(&str, &str); 3] = [("ensure", "tse"), ("handle", "tsh"), ("activate", "tsa")];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn bless() -> bool {
+    std::env::var_os("TSTATE_BLESS").is_some()
+}
+
+/// Compares `want` with the file at `path`; with TSTATE_BLESS writes it.
+fn check_file(path: &Path, want: &str) -> Result<(), String> {
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    if have == want {
+        return Ok(());
+    }
+    if bless() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, want).unwrap();
+        return Ok(());
+    }
+    let line = have
+        .lines()
+        .zip(want.lines())
+        .position(|(a, b)| a != b)
+        .map_or(have.lines().count().min(want.lines().count()) + 1, |i| {
+            i + 1
+        });
+    Err(format!(
+        "{} is out of date (first difference at line {line}); run TSTATE_BLESS=1 cargo test -p tstate-conformance --test generated",
+        path.display()
+    ))
+}
+
+fn header_path(name: &str) -> PathBuf {
+    workspace().join(format!("ffi-{name}/include/tstate_{name}.h"))
+}
+
+#[test]
+fn shared_abi_sources_are_current() {
+    let errs: Vec<String> = FACADES
+        .iter()
+        .filter_map(|(name, prefix)| {
+            let want = tstate_core::c_abi::render_shared_abi(name, prefix);
+            check_file(
+                &workspace().join(format!("ffi-{name}/src/shared.rs")),
+                &want,
+            )
+            .err()
+        })
+        .collect();
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+#[test]
+fn headers_are_current() {
+    let errs: Vec<String> = FACADES
+        .iter()
+        .filter_map(|(name, _)| {
+            let crate_dir = workspace().join(format!("ffi-{name}"));
+            let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).unwrap();
+            let mut out = Vec::new();
+            cbindgen::Builder::new()
+                .with_crate(&crate_dir)
+                .with_config(config)
+                .generate()
+                .expect("cbindgen")
+                .write(&mut out);
+            check_file(&header_path(name), &String::from_utf8(out).unwrap()).err()
+        })
+        .collect();
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+#[test]
+fn headers_compile_alone_as_c11_and_cpp17() {
+    let dir = std::env::temp_dir().join(format!("tstate-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, _) in FACADES {
+        for (compiler, std, ext) in [("gcc", "-std=c11", "c"), ("g++", "-std=c++17", "cpp")] {
+            for names in [false, true] {
+                let src = dir.join(format!("{name}_{names}.{ext}"));
+                let define = if names {
+                    format!("#define TSTATE_{}_DISCUSSION_NAMES\n", name.to_uppercase())
+                } else {
+                    String::new()
+                };
+                std::fs::write(
+                    &src,
+                    format!(
+                        "{define}#include \"tstate_{name}.h\"\nint main(void) {{ return 0; }}\n"
+                    ),
+                )
+                .unwrap();
+                let out = Command::new(compiler)
+                    .args([
+                        std,
+                        "-Wall",
+                        "-Wextra",
+                        "-Werror",
+                        "-pedantic",
+                        "-fsyntax-only",
+                        "-I",
+                    ])
+                    .arg(header_path(name).parent().unwrap())
+                    .arg(&src)
+                    .output()
+                    .unwrap_or_else(|e| panic!("{compiler} not runnable: {e}"));
+                assert!(
+                    out.status.success(),
+                    "{name} header with {compiler} {std}:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The runtime functions every facade's header offers, with this facade's
+//! prefix. GENERATED from `core/templates/shared_abi.rs.in` — do not edit;
+//! regenerate with `TSTATE_BLESS=1 cargo test -p tstate-ffi-activate --test generated`.
+//!
+//! Every function: acts on the process-wide runtime; may be called from any
+//! thread (acting on the calling thread's attach state where it says so);
+//! never lets a panic cross the ABI (`TSA_ERR_PANIC`); refuses a NULL
+//! required pointer with `TSA_ERR_INVALID_ARGUMENT`; writes
+//! out-parameters only on success.
+
+use std::ffi::{c_char, c_int};
+use tstate_core::c_abi::{self, CDiagnostics, CHolder};
+
+/// Out of memory, or an allocation made to fail by fault injection. Nothing
+/// was half-created; retrying can succeed.
+pub const ERR_NO_MEMORY: c_int = -1;
+/// The interpreter is finalizing and refuses new spans.
+pub const ERR_FINALIZING: c_int = -2;
+/// Interpreter id 0, forged, unknown, or finalized (ids are never reused).
+pub const ERR_NO_SUCH_INTERPRETER: c_int = -3;
+/// The object belongs to another OS thread.
+pub const ERR_WRONG_THREAD: c_int = -4;
+/// Nothing to release, or the calling thread is not attached (to that
+/// interpreter).
+pub const ERR_NOT_ATTACHED: c_int = -5;
+/// The handle is stale (released, deleted) or forged.
+pub const ERR_INVALID_HANDLE: c_int = -6;
+/// An inner span is still open.
+pub const ERR_OUT_OF_ORDER: c_int = -7;
+/// A NULL pointer or an out-of-range argument.
+pub const ERR_INVALID_ARGUMENT: c_int = -8;
+/// Still in use (attached, saved, or already being finalized by another
+/// thread).
+pub const ERR_BUSY: c_int = -9;
+/// Finalization's time bound passed while spans were open; the interpreter
+/// stays finalizing.
+pub const ERR_TIMEOUT: c_int = -10;
+/// A panic was caught inside the library (a bug); state may be partial.
+pub const ERR_PANIC: c_int = -11;
+
+/// Lock mode: the interpreter has its own lock (a per-interpreter GIL).
+pub const LOCK_OWN: u32 = 0;
+/// Lock mode: the interpreter shares the main interpreter's lock.
+pub const LOCK_SHARED_WITH_MAIN: u32 = 1;
+/// Lock mode: no lock (free-threaded: many threads attached at once).
+pub const LOCK_NONE: u32 = 2;
+
+/// Writes the main interpreter's id to `*out`, creating the main
+/// interpreter on first use (and anew after it was finalized).
+///
+/// Thread: any. Returns 0, `TSA_ERR_INVALID_ARGUMENT` (`out` NULL),
+/// `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_main_interpreter(out: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::main_interpreter(out) }
+}
+
+/// Creates a subinterpreter with `lock_mode` (`TSA_LOCK_*`) and writes its
+/// id to `*out`. The caller owns nothing: finalize it with
+/// `tsa_finalize`.
+///
+/// Thread: any. Returns 0, `TSA_ERR_INVALID_ARGUMENT` (`out` NULL or an
+/// unknown mode), `TSA_ERR_FINALIZING` (main is finalizing),
+/// `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_create_interpreter(lock_mode: u32, out: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::create_interpreter(lock_mode, out) }
+}
+
+/// Returns 0 if `interp` is running, 1 if it is finalizing, or
+/// `TSA_ERR_NO_SUCH_INTERPRETER` (0, forged, unknown or gone).
+///
+/// Thread: any.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_interpreter_state(interp: u64) -> c_int {
+    c_abi::interpreter_state(interp)
+}
+
+/// Finalizes `interp`: refuses new spans at once, waits (sleeping) until no
+/// other thread holds it open, then deletes it and its thread states; its id
+/// never resolves again. Finalizing the main interpreter finalizes every
+/// subinterpreter first. The caller's own spans on `interp` are not waited
+/// for; the caller is detached while it waits and re-attached afterwards if
+/// its interpreter still exists.
+///
+/// `timeout_ms < 0` waits without bound. Thread: any.
+/// Returns 0, `TSA_ERR_TIMEOUT` (the interpreter stays finalizing, list
+/// the holders with `tsa_holders`; finalize may be called again),
+/// `TSA_ERR_NO_SUCH_INTERPRETER`, `TSA_ERR_BUSY` (another thread is
+/// finalizing it), `TSA_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_finalize(interp: u64, timeout_ms: i64) -> c_int {
+    c_abi::finalize(interp, timeout_ms)
+}
+
+/// Finalizes the whole runtime (every subinterpreter, then main), like
+/// `Py_FinalizeEx`. Returns as `tsa_finalize`; 0 if there was no main.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_finalize_all(timeout_ms: i64) -> c_int {
+    c_abi::finalize_all(timeout_ms)
+}
+
+/// Lists the threads holding `interp` open: writes up to `cap` entries to
+/// `buf` and the total number to `*count` (retry with a larger buffer if
+/// `*count > cap`). `buf` may be NULL when `cap` is 0.
+///
+/// Thread: any. Returns 0, `TSA_ERR_INVALID_ARGUMENT`,
+/// `TSA_ERR_NO_SUCH_INTERPRETER`, `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `buf` must be valid for `cap` writes (or NULL with `cap == 0`); `count`
+/// NULL or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_holders(
+    interp: u64,
+    buf: *mut CHolder,
+    cap: usize,
+    count: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::holders(interp, buf, cap, count) }
+}
+
+/// `PyEval_SaveThread` / `Py_BEGIN_ALLOW_THREADS`: detaches the calling
+/// thread's attached thread state (its span stays open, so the interpreter
+/// stays held) and writes its handle to `*ts` for `tsa_restore_thread`.
+///
+/// Thread: the calling thread's own state. Returns 0,
+/// `TSA_ERR_NOT_ATTACHED`, `TSA_ERR_INVALID_ARGUMENT`,
+/// `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `ts` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_save_thread(ts: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::save_thread(ts) }
+}
+
+/// `PyEval_RestoreThread` / `Py_END_ALLOW_THREADS`: re-attaches `ts`, which
+/// must be the calling thread's innermost saved thread state. Always
+/// succeeds for it — even while its interpreter is finalizing — but may
+/// wait for the interpreter's lock.
+///
+/// Thread: the one that saved `ts`. Returns 0, `TSA_ERR_BUSY` (something
+/// is attached), `TSA_ERR_OUT_OF_ORDER` (not the innermost saved one),
+/// `TSA_ERR_NOT_ATTACHED` (not saved), `TSA_ERR_WRONG_THREAD`,
+/// `TSA_ERR_INVALID_HANDLE`, `TSA_ERR_NO_SUCH_INTERPRETER` (this
+/// thread finalized it meanwhile), `TSA_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_restore_thread(ts: u64) -> c_int {
+    c_abi::restore_thread(ts)
+}
+
+/// "Python work" on `interp`: legal only while the calling thread is
+/// attached to `interp`. Increments the interpreter's work counter (with a
+/// racy load + store, so a failure of mutual exclusion shows as lost
+/// updates) and writes the new value to `*value` if `value` is not NULL.
+///
+/// Returns 0, `TSA_ERR_NOT_ATTACHED` (not attached, or attached to another
+/// interpreter), `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `value` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_work(interp: u64, value: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::work(interp, value) }
+}
+
+/// Writes `interp`'s work counter to `*value`. Thread: any.
+/// Returns 0, `TSA_ERR_INVALID_ARGUMENT`, `TSA_ERR_NO_SUCH_INTERPRETER`,
+/// `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `value` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_work_count(interp: u64, value: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::work_count(interp, value) }
+}
+
+/// 1 if the calling thread is attached to `interp`, else 0 (never an
+/// error; exact per interpreter, unlike `PyGILState_Check`).
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_is_attached(interp: u64) -> c_int {
+    c_abi::is_attached(interp)
+}
+
+/// Returns 1 and writes the calling thread's attached thread state and its
+/// interpreter (each pointer may be NULL), or returns 0 if none is attached.
+///
+/// # Safety
+/// Each pointer must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_current(ts: *mut u64, interp: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::current(ts, interp) }
+}
+
+/// The static message of `code` (any `int`; 0 gives "success", unknown
+/// codes "unknown error code"). Never NULL; the string lives forever and
+/// must not be freed.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_error_message(code: c_int) -> *const c_char {
+    c_abi::error_message(code)
+}
+
+/// Test hook: sets the attached thread state's scratch value (the model of
+/// its per-thread Python data) — used to show nothing leaks between
+/// top-level spans. Returns 0, `TSA_ERR_NOT_ATTACHED`, `TSA_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_scratch_set(value: u64) -> c_int {
+    c_abi::scratch_set(value)
+}
+
+/// Test hook: writes the attached thread state's scratch value to `*value`.
+/// Returns 0, `TSA_ERR_NOT_ATTACHED`, `TSA_ERR_INVALID_ARGUMENT`,
+/// `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `value` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_scratch_get(value: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::scratch_get(value) }
+}
+
+/// Test hook: lets the next `skip` allocations (thread states, interpreters,
+/// span-stack growth, per-thread tables) through, then makes the `fail`
+/// after them report `TSA_ERR_NO_MEMORY`. `fail == 0` turns it off.
+/// Process-wide.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_fail_allocations(skip: u32, fail: u32) {
+    c_abi::fail_allocations(skip, fail);
+}
+
+/// Test hook: makes the next `n` exported calls (of any facade linked into
+/// the same library) panic inside; each returns `TSA_ERR_PANIC` (or its
+/// documented default) instead of unwinding into C.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_inject_panics(n: u32) {
+    c_abi::inject_panics(n);
+}
+
+/// Writes the runtime's counters to `*out`. Thread: any. Returns 0,
+/// `TSA_ERR_INVALID_ARGUMENT`, `TSA_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `TSA_Diagnostics`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsa_diagnostics(out: *mut CDiagnostics) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::diagnostics(out) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tstate_core::Error;
+
+    #[test]
+    fn constants_match_the_core() {
+        let ours = [
+            ERR_NO_MEMORY,
+            ERR_FINALIZING,
+            ERR_NO_SUCH_INTERPRETER,
+            ERR_WRONG_THREAD,
+            ERR_NOT_ATTACHED,
+            ERR_INVALID_HANDLE,
+            ERR_OUT_OF_ORDER,
+            ERR_INVALID_ARGUMENT,
+            ERR_BUSY,
+            ERR_TIMEOUT,
+            ERR_PANIC,
+        ];
+        let core: Vec<c_int> = Error::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(ours.to_vec(), core);
+        use tstate_core::LockMode;
+        assert_eq!(LockMode::from_raw(LOCK_OWN), Some(LockMode::Own));
+        assert_eq!(
+            LockMode::from_raw(LOCK_SHARED_WITH_MAIN),
+            Some(LockMode::SharedWithMain)
+        );
+        assert_eq!(LockMode::from_raw(LOCK_NONE), Some(LockMode::None));
+    }
+}
