@@ -196,7 +196,8 @@ int tsa_new(uint64_t interp, struct TSA_ThreadState **ts);
  * `TSA_ERR_INVALID_HANDLE` (deleted, or its interpreter finalized),
  * `TSA_ERR_BUSY` (already active, saved, or in use),
  * `TSA_ERR_FINALIZING` (this thread's first span on a finalizing
- * interpreter), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+ * interpreter), `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter finished
+ * finalizing; the handle reads as invalid once its deletion is complete), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
  */
 int tsa_activate(struct TSA_ThreadState *ts);
 
@@ -217,7 +218,9 @@ int tsa_deactivate(struct TSA_ThreadState *ts);
  *
  * Returns 0, or (nothing changed): `TSA_ERR_INVALID_ARGUMENT`,
  * `TSA_ERR_BUSY` (active or saved), `TSA_ERR_WRONG_THREAD`,
- * `TSA_ERR_INVALID_HANDLE`, `TSA_ERR_PANIC`.
+ * `TSA_ERR_INVALID_HANDLE` (already deleted — by this call earlier, or by
+ * the finalization of its interpreter, which deletes all its thread
+ * states), `TSA_ERR_PANIC`.
  */
 int tsa_delete(struct TSA_ThreadState *ts);
 

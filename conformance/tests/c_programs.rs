@@ -1,0 +1,254 @@
+//! Builds the facades' C programs (`conformance/c/*.c`), each linked against
+//! its own facade's staticlib only, with `-Wall -Wextra -Werror -pedantic`,
+//! plainly and with `-fsanitize=address,undefined` (leak detection on), and
+//! runs every scenario of every program in its own process under a
+//! watchdog. A scenario that exits non-zero, crashes, reports a sanitizer
+//! error or hangs fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every program must offer exactly these scenarios (none silently dropped).
+const SCENARIOS: [&str; 7] = [
+    "c_thread_func",
+    "cython_with_gil",
+    "pyarrow_callback",
+    "thread_pool",
+    "subinterpreter_thread",
+    "finalize_race",
+    "misuse",
+];
+
+/// Per-scenario bound: the slowest (finalize_race under ASan) takes < 2 s.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The facade's staticlib, built by cargo alongside this test (it is a
+/// dependency of this crate, and cargo builds every crate-type of it).
+fn staticlib(facade: &str) -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let name = format!("libtstate_ffi_{facade}.a");
+    [deps.join(&name), deps.parent().unwrap().join(&name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} not found next to {}", deps.display()))
+}
+
+fn build(facade: &str, sanitize: bool) -> PathBuf {
+    let ws = workspace();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{facade}{}", if sanitize { "-asan" } else { "" }));
+    let mut cmd = Command::new("gcc");
+    cmd.args([
+        "-std=c11",
+        "-g",
+        "-O1",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+    ]);
+    if sanitize {
+        cmd.args([
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ]);
+    }
+    cmd.arg("-I")
+        .arg(ws.join(format!("ffi-{facade}/include")))
+        .arg("-I")
+        .arg(ws.join("conformance/c"))
+        .arg(ws.join(format!("conformance/c/{facade}.c")))
+        .arg(staticlib(facade))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&out);
+    let o = cmd.output().expect("gcc not runnable");
+    assert!(
+        o.status.success(),
+        "building {facade}.c failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// Runs `prog scenario`, killing it at the watchdog bound.
+fn run(prog: &Path, scenario: &str) -> Result<(), String> {
+    let mut child = Command::new(prog)
+        .arg(scenario)
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+        .env("UBSAN_OPTIONS", "print_stacktrace=1")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            return if status.success() && stdout.contains(&format!("ok {scenario}")) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} {scenario}: {status}\n{}{}",
+                    prog.display(),
+                    stdout,
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            };
+        }
+        if t0.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{} {scenario}: hung (killed after {WATCHDOG:?})",
+                prog.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn build_and_run_all(facade: &str, sanitize: bool) {
+    let prog = build(facade, sanitize);
+    let list = Command::new(&prog).arg("--list").output().unwrap();
+    let listed: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, SCENARIOS, "{facade}.c must offer every scenario");
+    let failures: Vec<String> = SCENARIOS
+        .iter()
+        .filter_map(|s| run(&prog, s).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn ensure_c_programs() {
+    build_and_run_all("ensure", false);
+}
+
+#[test]
+fn handle_c_programs() {
+    build_and_run_all("handle", false);
+}
+
+#[test]
+fn activate_c_programs() {
+    build_and_run_all("activate", false);
+}
+
+#[test]
+fn ensure_c_programs_sanitized() {
+    build_and_run_all("ensure", true);
+}
+
+#[test]
+fn handle_c_programs_sanitized() {
+    build_and_run_all("handle", true);
+}
+
+#[test]
+fn activate_c_programs_sanitized() {
+    build_and_run_all("activate", true);
+}
+
+/// The facade's cdylib, built alongside its staticlib.
+fn cdylib_dir(facade: &str) -> PathBuf {
+    let a = staticlib(facade);
+    let dir = a.parent().unwrap().to_path_buf();
+    assert!(
+        dir.join(format!("libtstate_ffi_{facade}.so")).exists(),
+        "cdylib of {facade} not built"
+    );
+    dir
+}
+
+#[test]
+fn each_cdylib_exports_only_its_own_prefix() {
+    for (facade, prefix) in [("ensure", "tse_"), ("handle", "tsh_"), ("activate", "tsa_")] {
+        let so = cdylib_dir(facade).join(format!("libtstate_ffi_{facade}.so"));
+        let o = Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(&so)
+            .output()
+            .expect("nm not runnable");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let funcs: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, kind, name) = (f.next()?, f.next()?, f.next()?);
+                (kind == "T").then_some(name)
+            })
+            .collect();
+        assert!(funcs.len() >= 20, "{facade}: {funcs:?}");
+        let foreign: Vec<_> = funcs.iter().filter(|n| !n.starts_with(prefix)).collect();
+        assert!(foreign.is_empty(), "{facade} exports {foreign:?}");
+    }
+}
+
+/// `python3-config --embed` output for compiling against libpython.
+fn python_config(flag: &str) -> Vec<String> {
+    let o = Command::new("python3-config")
+        .args(["--embed", flag])
+        .output()
+        .expect(
+            "python3-config (CPython 3.11 headers and libpython3.11) is required for this test",
+        );
+    assert!(o.status.success(), "python3-config {flag} failed");
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn all_three_facades_and_libpython_link_into_one_process() {
+    let ws = workspace();
+    let deps = cdylib_dir("ensure");
+    for f in ["handle", "activate"] {
+        assert_eq!(cdylib_dir(f), deps);
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("side_by_side");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror"])
+        .args(python_config("--includes"));
+    for f in ["ensure", "handle", "activate"] {
+        cmd.arg("-I").arg(ws.join(format!("ffi-{f}/include")));
+    }
+    cmd.arg("-I")
+        .arg(ws.join("conformance/c"))
+        .arg(ws.join("conformance/c/side_by_side.c"))
+        .arg(format!("-L{}", deps.display()))
+        .args([
+            "-ltstate_ffi_ensure",
+            "-ltstate_ffi_handle",
+            "-ltstate_ffi_activate",
+        ])
+        .arg(format!("-Wl,-rpath,{}", deps.display()))
+        .args(python_config("--ldflags"))
+        .args(["-lpthread", "-o"])
+        .arg(&out);
+    let o = cmd.output().expect("gcc not runnable");
+    assert!(
+        o.status.success(),
+        "building side_by_side.c failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    run(&out, "side_by_side").unwrap();
+}
