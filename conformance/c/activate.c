@@ -301,10 +301,10 @@ static void *holder_thread(void *arg) {
     CHECK_EQ(tsa_restore_thread(saved), 0);
     CHECK_EQ(tsa_work(r->interp, NULL), 0);
     CHECK_EQ(tsa_deactivate(ts), 0);
-    /* finalization may complete (deleting every thread state of the
-     * interpreter) as soon as this thread's span is gone */
-    int d = tsa_delete(ts);
-    CHECK(d == 0 || d == TSA_ERR_INVALID_HANDLE);
+    /* finalization may complete (freeing every thread state of the
+     * interpreter) as soon as this thread's span is gone; the handle is
+     * still ours to delete */
+    CHECK_EQ(tsa_delete(ts), 0);
     return NULL;
 }
 
@@ -343,12 +343,10 @@ static void *looping_caller(void *arg) {
                 CHECK_EQ(tsa_work(r->interp, NULL), 0);
                 CHECK_EQ(tsa_deactivate(ts), 0);
             } else {
-                /* refused: finalizing, or already gone (its thread state too) */
-                CHECK(a == TSA_ERR_FINALIZING || a == TSA_ERR_NO_SUCH_INTERPRETER ||
-                      a == TSA_ERR_INVALID_HANDLE);
+                /* refused: finalizing, or already gone */
+                CHECK(a == TSA_ERR_FINALIZING || a == TSA_ERR_NO_SUCH_INTERPRETER);
             }
-            c = tsa_delete(ts);
-            CHECK(c == 0 || c == TSA_ERR_INVALID_HANDLE);
+            CHECK_EQ(tsa_delete(ts), 0);
         } else {
             CHECK(c == TSA_ERR_FINALIZING || c == TSA_ERR_NO_SUCH_INTERPRETER);
             if (c == TSA_ERR_NO_SUCH_INTERPRETER)

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use crate::types::{InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId};
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -433,4 +433,29 @@ pub fn render_shared_abi(name: &str, prefix: &str) -> String {
         .replace("__p__", prefix)
         .replace("__P__", &prefix.to_ascii_uppercase())
         .replace("__f__", name)
+}
+
+/// A facade's shared runtime functions as a table of its exported C
+/// functions, so a Rust driver (the conformance suite) can call any facade
+/// through its C ABI. Each facade exports one as `SHARED_ABI`.
+#[allow(missing_docs)]
+pub struct SharedAbi {
+    pub main_interpreter: unsafe extern "C" fn(*mut u64) -> c_int,
+    pub create_interpreter: unsafe extern "C" fn(u32, *mut u64) -> c_int,
+    pub interpreter_state: extern "C" fn(u64) -> c_int,
+    pub finalize: extern "C" fn(u64, i64) -> c_int,
+    pub finalize_all: extern "C" fn(i64) -> c_int,
+    pub holders: unsafe extern "C" fn(u64, *mut CHolder, usize, *mut usize) -> c_int,
+    pub save_thread: unsafe extern "C" fn(*mut u64) -> c_int,
+    pub restore_thread: extern "C" fn(u64) -> c_int,
+    pub work: unsafe extern "C" fn(u64, *mut u64) -> c_int,
+    pub work_count: unsafe extern "C" fn(u64, *mut u64) -> c_int,
+    pub is_attached: extern "C" fn(u64) -> c_int,
+    pub current: unsafe extern "C" fn(*mut u64, *mut u64) -> c_int,
+    pub error_message: extern "C" fn(c_int) -> *const c_char,
+    pub scratch_set: extern "C" fn(u64) -> c_int,
+    pub scratch_get: unsafe extern "C" fn(*mut u64) -> c_int,
+    pub fail_allocations: extern "C" fn(u32, u32),
+    pub inject_panics: extern "C" fn(u32),
+    pub diagnostics: unsafe extern "C" fn(*mut CDiagnostics) -> c_int,
 }

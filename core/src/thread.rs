@@ -526,7 +526,8 @@ impl RtCtx {
     pub(crate) fn activate(&mut self, id: ThreadStateId) -> Result<()> {
         let idx = self.find_local(id)?;
         if self.ts(idx).is_deleted() {
-            return Err(Error::InvalidHandle);
+            // still owned by this thread, freed by its interpreter's finalization
+            return Err(Error::NoSuchInterpreter);
         }
         if self.in_use(idx) {
             return Err(Error::Busy);
@@ -553,17 +554,16 @@ impl RtCtx {
         match self.frames.last() {
             Some(&f) if is_it(&f) => self.pop_top(f),
             _ if self.frames.iter().any(is_it) => Err(Error::OutOfOrder),
-            _ if self.ts(idx).is_deleted() => Err(Error::InvalidHandle),
+            _ if self.ts(idx).is_deleted() => Err(Error::NoSuchInterpreter),
             _ => Err(Error::NotAttached),
         }
     }
 
-    /// Deletes one of this thread's thread states (not while in use).
+    /// Deletes one of this thread's thread states (not while in use). One
+    /// that its interpreter's finalization already freed is only forgotten:
+    /// the owner's cleanup succeeds, and the handle is invalid afterwards.
     pub(crate) fn delete(&mut self, id: ThreadStateId) -> Result<()> {
         let idx = self.find_local(id)?;
-        if self.ts(idx).is_deleted() {
-            return Err(Error::InvalidHandle);
-        }
         if self.in_use(idx) {
             return Err(Error::Busy);
         }
@@ -573,7 +573,9 @@ impl RtCtx {
 
     fn delete_local(&mut self, idx: u32) {
         let l = self.locals[idx as usize].take().expect("live local");
-        self.rt.delete_tstate(&l.ts);
+        if !l.ts.is_deleted() {
+            self.rt.delete_tstate(&l.ts);
+        }
         let e = self.il_mut(l.il);
         if e.home == idx {
             e.home = NONE;

@@ -350,12 +350,16 @@ fn a_thread_that_only_kept_its_thread_state_is_freed_at_exit() {
 }
 
 #[test]
-fn thread_states_of_a_finalized_interpreter_are_invalid_handles() {
+fn owner_of_a_thread_state_freed_by_finalization_can_still_delete_it() {
     let rt = Runtime::new();
     let sub = rt.create_interpreter(LockMode::Own).unwrap();
     let ts = rt.new_thread_state(sub).unwrap();
     rt.finalize(sub, None).unwrap();
-    assert_eq!(rt.activate(ts), Err(Error::InvalidHandle));
+    assert_eq!(rt.diagnostics().thread_states, 0, "freed by finalization");
+    // the owner still holds the handle: activate says why, delete succeeds
+    assert_eq!(rt.activate(ts), Err(Error::NoSuchInterpreter));
+    assert_eq!(rt.deactivate(ts), Err(Error::NoSuchInterpreter));
+    rt.delete_thread_state(ts).unwrap();
     assert_eq!(rt.delete_thread_state(ts), Err(Error::InvalidHandle));
-    assert_eq!(rt.diagnostics().thread_states, 0);
+    assert_eq!(rt.activate(ts), Err(Error::InvalidHandle));
 }

@@ -193,11 +193,10 @@ int tsa_new(uint64_t interp, struct TSA_ThreadState **ts);
  *
  * Thread: the one that created `ts`. Returns 0, or (nothing changed):
  * `TSA_ERR_INVALID_ARGUMENT` (NULL), `TSA_ERR_WRONG_THREAD`,
- * `TSA_ERR_INVALID_HANDLE` (deleted, or its interpreter finalized),
- * `TSA_ERR_BUSY` (already active, saved, or in use),
- * `TSA_ERR_FINALIZING` (this thread's first span on a finalizing
- * interpreter), `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter finished
- * finalizing; the handle reads as invalid once its deletion is complete), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+ * `TSA_ERR_INVALID_HANDLE` (deleted), `TSA_ERR_BUSY` (already active,
+ * saved, or in use), `TSA_ERR_FINALIZING` (this thread's first span on a
+ * finalizing interpreter), `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter
+ * was finalized; delete the handle), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
  */
 int tsa_activate(struct TSA_ThreadState *ts);
 
@@ -208,7 +207,8 @@ int tsa_activate(struct TSA_ThreadState *ts);
  * Returns 0, or (nothing changed): `TSA_ERR_INVALID_ARGUMENT`,
  * `TSA_ERR_NOT_ATTACHED` (not active), `TSA_ERR_OUT_OF_ORDER` (an inner
  * span or a save is still open), `TSA_ERR_WRONG_THREAD`,
- * `TSA_ERR_INVALID_HANDLE`, `TSA_ERR_PANIC`.
+ * `TSA_ERR_INVALID_HANDLE`, `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter
+ * was finalized), `TSA_ERR_PANIC`.
  */
 int tsa_deactivate(struct TSA_ThreadState *ts);
 
@@ -218,9 +218,11 @@ int tsa_deactivate(struct TSA_ThreadState *ts);
  *
  * Returns 0, or (nothing changed): `TSA_ERR_INVALID_ARGUMENT`,
  * `TSA_ERR_BUSY` (active or saved), `TSA_ERR_WRONG_THREAD`,
- * `TSA_ERR_INVALID_HANDLE` (already deleted — by this call earlier, or by
- * the finalization of its interpreter, which deletes all its thread
- * states), `TSA_ERR_PANIC`.
+ * `TSA_ERR_INVALID_HANDLE` (already deleted), `TSA_ERR_PANIC`.
+ *
+ * Finalizing an interpreter frees all its thread states; a handle whose
+ * thread state was freed that way stays the owner's to delete: this call
+ * then returns 0 and the handle is invalid afterwards.
  */
 int tsa_delete(struct TSA_ThreadState *ts);
 

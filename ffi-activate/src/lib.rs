@@ -81,11 +81,10 @@ pub unsafe extern "C" fn tsa_new(interp: u64, ts: *mut *mut ThreadState) -> c_in
 ///
 /// Thread: the one that created `ts`. Returns 0, or (nothing changed):
 /// `TSA_ERR_INVALID_ARGUMENT` (NULL), `TSA_ERR_WRONG_THREAD`,
-/// `TSA_ERR_INVALID_HANDLE` (deleted, or its interpreter finalized),
-/// `TSA_ERR_BUSY` (already active, saved, or in use),
-/// `TSA_ERR_FINALIZING` (this thread's first span on a finalizing
-/// interpreter), `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter finished
-/// finalizing; the handle reads as invalid once its deletion is complete), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+/// `TSA_ERR_INVALID_HANDLE` (deleted), `TSA_ERR_BUSY` (already active,
+/// saved, or in use), `TSA_ERR_FINALIZING` (this thread's first span on a
+/// finalizing interpreter), `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter
+/// was finalized; delete the handle), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_activate(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| Runtime::global().activate(from_ptr(ts)?).map(|()| 0))
@@ -97,7 +96,8 @@ pub extern "C" fn tsa_activate(ts: *mut ThreadState) -> c_int {
 /// Returns 0, or (nothing changed): `TSA_ERR_INVALID_ARGUMENT`,
 /// `TSA_ERR_NOT_ATTACHED` (not active), `TSA_ERR_OUT_OF_ORDER` (an inner
 /// span or a save is still open), `TSA_ERR_WRONG_THREAD`,
-/// `TSA_ERR_INVALID_HANDLE`, `TSA_ERR_PANIC`.
+/// `TSA_ERR_INVALID_HANDLE`, `TSA_ERR_NO_SUCH_INTERPRETER` (its interpreter
+/// was finalized), `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_deactivate(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| Runtime::global().deactivate(from_ptr(ts)?).map(|()| 0))
@@ -108,9 +108,11 @@ pub extern "C" fn tsa_deactivate(ts: *mut ThreadState) -> c_int {
 ///
 /// Returns 0, or (nothing changed): `TSA_ERR_INVALID_ARGUMENT`,
 /// `TSA_ERR_BUSY` (active or saved), `TSA_ERR_WRONG_THREAD`,
-/// `TSA_ERR_INVALID_HANDLE` (already deleted — by this call earlier, or by
-/// the finalization of its interpreter, which deletes all its thread
-/// states), `TSA_ERR_PANIC`.
+/// `TSA_ERR_INVALID_HANDLE` (already deleted), `TSA_ERR_PANIC`.
+///
+/// Finalizing an interpreter frees all its thread states; a handle whose
+/// thread state was freed that way stays the owner's to delete: this call
+/// then returns 0 and the handle is invalid afterwards.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_delete(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| {

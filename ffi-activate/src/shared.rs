@@ -262,6 +262,29 @@ pub unsafe extern "C" fn tsa_diagnostics(out: *mut CDiagnostics) -> c_int {
     unsafe { c_abi::diagnostics(out) }
 }
 
+/// This facade's shared functions as a table, for Rust drivers that call
+/// several facades through their C ABI (the conformance suite).
+pub const SHARED_ABI: c_abi::SharedAbi = c_abi::SharedAbi {
+    main_interpreter: tsa_main_interpreter,
+    create_interpreter: tsa_create_interpreter,
+    interpreter_state: tsa_interpreter_state,
+    finalize: tsa_finalize,
+    finalize_all: tsa_finalize_all,
+    holders: tsa_holders,
+    save_thread: tsa_save_thread,
+    restore_thread: tsa_restore_thread,
+    work: tsa_work,
+    work_count: tsa_work_count,
+    is_attached: tsa_is_attached,
+    current: tsa_current,
+    error_message: tsa_error_message,
+    scratch_set: tsa_scratch_set,
+    scratch_get: tsa_scratch_get,
+    fail_allocations: tsa_fail_allocations,
+    inject_panics: tsa_inject_panics,
+    diagnostics: tsa_diagnostics,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,6 +262,29 @@ pub unsafe extern "C" fn tse_diagnostics(out: *mut CDiagnostics) -> c_int {
     unsafe { c_abi::diagnostics(out) }
 }
 
+/// This facade's shared functions as a table, for Rust drivers that call
+/// several facades through their C ABI (the conformance suite).
+pub const SHARED_ABI: c_abi::SharedAbi = c_abi::SharedAbi {
+    main_interpreter: tse_main_interpreter,
+    create_interpreter: tse_create_interpreter,
+    interpreter_state: tse_interpreter_state,
+    finalize: tse_finalize,
+    finalize_all: tse_finalize_all,
+    holders: tse_holders,
+    save_thread: tse_save_thread,
+    restore_thread: tse_restore_thread,
+    work: tse_work,
+    work_count: tse_work_count,
+    is_attached: tse_is_attached,
+    current: tse_current,
+    error_message: tse_error_message,
+    scratch_set: tse_scratch_set,
+    scratch_get: tse_scratch_get,
+    fail_allocations: tse_fail_allocations,
+    inject_panics: tse_inject_panics,
+    diagnostics: tse_diagnostics,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,6 +262,29 @@ pub unsafe extern "C" fn tsh_diagnostics(out: *mut CDiagnostics) -> c_int {
     unsafe { c_abi::diagnostics(out) }
 }
 
+/// This facade's shared functions as a table, for Rust drivers that call
+/// several facades through their C ABI (the conformance suite).
+pub const SHARED_ABI: c_abi::SharedAbi = c_abi::SharedAbi {
+    main_interpreter: tsh_main_interpreter,
+    create_interpreter: tsh_create_interpreter,
+    interpreter_state: tsh_interpreter_state,
+    finalize: tsh_finalize,
+    finalize_all: tsh_finalize_all,
+    holders: tsh_holders,
+    save_thread: tsh_save_thread,
+    restore_thread: tsh_restore_thread,
+    work: tsh_work,
+    work_count: tsh_work_count,
+    is_attached: tsh_is_attached,
+    current: tsh_current,
+    error_message: tsh_error_message,
+    scratch_set: tsh_scratch_set,
+    scratch_get: tsh_scratch_get,
+    fail_allocations: tsh_fail_allocations,
+    inject_panics: tsh_inject_panics,
+    diagnostics: tsh_diagnostics,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
