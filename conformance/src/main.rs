@@ -1,130 +1,179 @@
-//! The main job: until the conformance suite lands (issue 4), a demo of the
-//! core's central promise against CPython 3.11's observed behaviour — a
-//! native thread calling in while the interpreter finalizes is refused
-//! cleanly, never killed, never hung, never crashed.
+//! `tstate-compare` — the main job: runs the conformance suite against every
+//! facade in one process and prints the designs side by side: the matrix
+//! (case × design → pass / FAIL / n/a, with reasons), the boilerplate a
+//! caller writes per pattern, and a timing table. Exits 1 if any applicable
+//! case fails, 2 on bad arguments.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use tstate_core::{Error, LockMode, Runtime};
+use std::io::{IsTerminal, Write};
+use tstate_conformance::bench::{self, Config};
+use tstate_conformance::facade::{Activate, Ensure, Facade, Handle, Shared};
+use tstate_conformance::report::{self, Report};
+
+const USAGE: &str = "usage: tstate-compare [--facade ensure|handle|activate]... [--case SUBSTRING]
+                      [--markdown | --json] [--no-timing] [--rounds N] [--iters N] [--scale N]
+
+  --facade NAME   only this design (repeatable; default: all three)
+  --case S        only cases whose name contains S
+  --markdown      print markdown (docs/comparison.md is this output)
+  --json          print JSON
+  --no-timing     skip the timing table
+  --rounds N      timing rounds, medians over them (default 15)
+  --iters N       operations per timed measurement (default 20000)
+  --scale N       multiply race-case sizes (sets TSTATE_CONFORMANCE_SCALE)";
+
+struct Args {
+    facades: Vec<String>,
+    case: Option<String>,
+    format: Format,
+    timing: bool,
+    bench: Config,
+}
+
+#[derive(PartialEq)]
+enum Format {
+    Terminal,
+    Markdown,
+    Json,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        facades: Vec::new(),
+        case: None,
+        format: Format::Terminal,
+        timing: true,
+        bench: Config::default(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--facade" => {
+                let f = value("--facade")?;
+                if !["ensure", "handle", "activate"].contains(&f.as_str()) {
+                    return Err(format!("unknown facade {f}"));
+                }
+                a.facades.push(f);
+            }
+            "--case" => a.case = Some(value("--case")?),
+            "--markdown" => a.format = Format::Markdown,
+            "--json" => a.format = Format::Json,
+            "--no-timing" => a.timing = false,
+            "--rounds" => a.bench.rounds = num(&value("--rounds")?)?.max(1) as usize,
+            "--iters" => a.bench.iters = num(&value("--iters")?)?.max(1),
+            "--scale" => {
+                let n = num(&value("--scale")?)?;
+                // SAFETY: single-threaded here (before any case runs).
+                unsafe { std::env::set_var("TSTATE_CONFORMANCE_SCALE", n.to_string()) };
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.facades.is_empty() {
+        a.facades = vec!["ensure".into(), "handle".into(), "activate".into()];
+    }
+    Ok(a)
+}
+
+fn num(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("not a number: {s}"))
+}
+
+/// A progress line on stderr while cases run (rewritten in place on a
+/// terminal, one line each otherwise).
+struct Progress {
+    tty: bool,
+    done: usize,
+    total: usize,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        let line = format!("[{}/{}] {what}", self.done, self.total);
+        let mut e = std::io::stderr();
+        if self.tty {
+            let _ = write!(e, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(e, "{line}");
+        }
+        let _ = e.flush();
+    }
+    fn finish(&self) {
+        if self.tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+fn run_facade<F: Facade>(case: Option<&str>, p: &mut Progress) -> report::FacadeRun {
+    report::run_suite::<F>(case, &mut |c| p.step(&format!("{}/{c}", F::NAME)))
+}
 
 fn main() {
-    println!("tstate demo: native threads calling in while interpreters finalize\n");
-    let rt = Arc::new(Runtime::new());
-    let main_id = rt.main_interpreter().expect("main interpreter");
-
-    // 1. a native thread loops ensure / work / release while another thread
-    //    finalizes (CPython 3.11 scenario 1: the thread is killed 200/200).
-    let sub = rt
-        .create_interpreter(LockMode::Own)
-        .expect("subinterpreter");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (granted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let worker = {
-        let (rt, stop, granted, refused) =
-            (rt.clone(), stop.clone(), granted.clone(), refused.clone());
-        std::thread::spawn(move || {
-            let mut codes = Vec::new();
-            while !stop.load(Ordering::Acquire) {
-                match rt.ensure(sub) {
-                    Ok(t) => {
-                        rt.work(sub).expect("work inside a span");
-                        rt.release_ticket(t).expect("release");
-                        granted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        if !codes.contains(&e) {
-                            codes.push(e);
-                        }
-                        if e == Error::NoSuchInterpreter {
-                            break;
-                        }
-                    }
-                }
-            }
-            codes
-        })
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    let t0 = Instant::now();
-    let fin = rt.finalize(sub, Some(Duration::from_secs(5)));
-    let took = t0.elapsed();
-    stop.store(true, Ordering::Release);
-    let codes = worker.join().expect("worker thread survived");
-    println!("1. ensure loop vs finalize of a subinterpreter");
-    println!(
-        "   finalize: {:?} after {:?}",
-        fin.map_err(|e| e.error),
-        took
-    );
-    println!(
-        "   worker: {} spans granted, {} refused, refusal codes {:?}",
-        granted.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
-        codes
-            .iter()
-            .map(|e| (e.code(), e.to_string()))
-            .collect::<Vec<_>>()
-    );
-    println!(
-        "   (CPython 3.11: the worker thread is killed inside PyGILState_Ensure, 200/200 runs)\n"
-    );
-
-    // 2. a new native thread calls in after finalization
-    //    (CPython 3.11 scenario 2: segfault).
-    let rt2 = rt.clone();
-    let late = std::thread::spawn(move || rt2.ensure(sub))
-        .join()
-        .expect("thread survived");
-    println!("2. ensure after finalize returned: {:?}", late.map(|_| ()));
-    println!("   (CPython 3.11: segfault)\n");
-
-    // 3. finalize with a holder that never lets go: bounded, names the holder.
-    let holder_rt = rt.clone();
-    let sub2 = rt
-        .create_interpreter(LockMode::Own)
-        .expect("subinterpreter");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::Builder::new()
-        .name("io-callback".into())
-        .spawn(move || {
-            let t = holder_rt.ensure(sub2).expect("ensure");
-            let s = holder_rt.save().expect("save");
-            tx.send(()).expect("send");
-            go_rx.recv().expect("recv");
-            holder_rt.restore(s).expect("restore");
-            holder_rt.release_ticket(t).expect("release");
-        })
-        .expect("spawn");
-    rx.recv().expect("holder ready");
-    match rt.finalize(sub2, Some(Duration::from_millis(50))) {
+    let args = match parse() {
+        Ok(a) => a,
         Err(e) => {
-            println!("3. finalize with a holder: {} — holders:", e.error);
-            for h in &e.holders {
-                println!(
-                    "   thread #{} (tid {}, {:?}) {:?} x{} held ~{:?}",
-                    h.thread_number, h.os_thread_id, h.thread_name, h.kind, h.spans, h.held_for
-                );
-            }
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2);
         }
-        Ok(()) => println!("3. unexpected: finalize completed with a holder"),
+    };
+    let per_facade = tstate_conformance::cases::all::<Ensure>()
+        .iter()
+        .filter(|c| args.case.as_deref().is_none_or(|f| c.name.contains(f)))
+        .count();
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        done: 0,
+        total: per_facade * args.facades.len(),
+    };
+    let case = args.case.as_deref();
+    let mut facades = Vec::new();
+    for f in &args.facades {
+        facades.push(match f.as_str() {
+            "ensure" => run_facade::<Ensure>(case, &mut progress),
+            "handle" => run_facade::<Handle>(case, &mut progress),
+            _ => run_facade::<Activate>(case, &mut progress),
+        });
     }
-    println!("   new ensure meanwhile: {:?}", rt.ensure(sub2).map(|_| ()));
-    go_tx.send(()).expect("send");
-    holder.join().expect("holder");
-    println!(
-        "   after the holder released: finalize {:?}\n",
-        rt.finalize(sub2, None).map_err(|e| e.error)
-    );
+    progress.finish();
 
-    rt.finalize_all(Some(Duration::from_secs(5)))
-        .expect("runtime finalization");
-    let d = rt.diagnostics();
-    println!(
-        "diagnostics: interpreters {} thread states {} open holds {} finalized {} work-after-finalize {}",
-        d.interpreters, d.thread_states, d.open_holds, d.finalized, d.work_after_finalize
-    );
-    let _ = main_id;
+    let timings = args.timing.then(|| {
+        let interp = Ensure::main_interpreter().expect("main interpreter");
+        let benches: Vec<_> = bench::comparison_benches()
+            .into_iter()
+            .filter(|b| b.facade == "baseline" || args.facades.iter().any(|f| f == b.facade))
+            .collect();
+        let mut p = Progress {
+            tty: progress.tty,
+            done: 0,
+            total: args.bench.rounds,
+        };
+        let ms = bench::run(&benches, interp, args.bench, &mut |r| {
+            p.step(&format!("timing round {r}"))
+        });
+        p.finish();
+        ms
+    });
+    let r = Report {
+        facades,
+        timings,
+        timing_method: format!(
+            "each design's idiom through its C functions, on the main interpreter (own lock), one thread; median/min/max ns per operation over {} interleaved rounds of {} operations; ratio to an uncontended std Mutex lock+unlock pair measured in the same run; `cargo run --release -p tstate-conformance`",
+            args.bench.rounds, args.bench.iters
+        ),
+    };
+    let out = match args.format {
+        Format::Terminal => report::terminal(&r),
+        Format::Markdown => report::markdown(&r),
+        Format::Json => report::json(&r),
+    };
+    print!("{out}");
+    if r.any_failed() {
+        std::process::exit(1);
+    }
 }

@@ -152,11 +152,12 @@ impl Condvar {
 
 pub(crate) use std::time::Instant;
 
-/// Declares a thread-local with the backend's macro.
+/// Declares a thread-local with the backend's macro (const-initialized
+/// outside loom: no lazy-initialization check on every access).
 macro_rules! thread_local_ctx {
     ($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;) => {
         #[cfg(not(loom))]
-        std::thread_local! { $(#[$m])* static $name: $t = $init; }
+        std::thread_local! { $(#[$m])* static $name: $t = const { $init }; }
         #[cfg(loom)]
         loom::thread_local! { $(#[$m])* static $name: $t = $init; }
     };

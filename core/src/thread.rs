@@ -84,24 +84,35 @@ pub(crate) struct RtCtx {
     next_seq: u32,
 }
 
+/// Everything this OS thread knows. `rts[0]` is the runtime used last, so
+/// the fast paths find their context with one pointer comparison.
 struct ThreadCtx {
-    info: Arc<ThreadInfo>,
+    /// Created on first use (not in the const initializer).
+    info: Option<Arc<ThreadInfo>>,
     tag: u8,
     rts: Vec<RtCtx>,
 }
 
 impl ThreadCtx {
-    fn new() -> Self {
-        let number = crate::sync::next_thread_number();
-        Self {
-            info: Arc::new(ThreadInfo {
-                number,
-                os_tid: crate::sync::os_thread_id(),
-                name: std::thread::current().name().map(str::to_owned),
-            }),
-            tag: (number % 127) as u8 + 1,
-            rts: Vec::new(),
+    const EMPTY: ThreadCtx = ThreadCtx {
+        info: None,
+        tag: 0,
+        rts: Vec::new(),
+    };
+
+    fn info(&mut self) -> Arc<ThreadInfo> {
+        if let Some(i) = &self.info {
+            return i.clone();
         }
+        let number = crate::sync::next_thread_number();
+        let info = Arc::new(ThreadInfo {
+            number,
+            os_tid: crate::sync::os_thread_id(),
+            name: std::thread::current().name().map(str::to_owned),
+        });
+        self.tag = (number % 127) as u8 + 1;
+        self.info = Some(info.clone());
+        info
     }
 }
 
@@ -114,46 +125,60 @@ impl Drop for ThreadCtx {
 }
 
 thread_local_ctx! {
-    static THREAD: RefCell<Option<ThreadCtx>> = RefCell::new(None);
+    static THREAD: RefCell<ThreadCtx> = RefCell::new(ThreadCtx::EMPTY);
 }
 
 /// Runs `f` on this thread's context for `rt`, creating it on first use.
 /// A thread whose thread-locals are already destroyed (it is exiting) gets
 /// `WrongThread`.
+#[inline]
 pub(crate) fn with_ctx<R>(rt: &Arc<Inner>, f: impl FnOnce(&mut RtCtx) -> Result<R>) -> Result<R> {
     THREAD
         .try_with(|cell| {
-            let mut guard = cell.try_borrow_mut().map_err(|_| Error::Busy)?;
-            let t = guard.get_or_insert_with(ThreadCtx::new);
-            let i = match t.rts.iter().position(|c| Arc::ptr_eq(&c.rt, rt)) {
-                Some(i) => i,
-                None => {
-                    // Forget runtimes that were dropped.
-                    let mut k = 0;
-                    while k < t.rts.len() {
-                        if t.rts[k].rt.is_closed() {
-                            t.rts.swap_remove(k).exit();
-                        } else {
-                            k += 1;
-                        }
-                    }
-                    rt.alloc_point()?;
-                    t.rts.try_reserve(1).map_err(|_| Error::NoMemory)?;
-                    t.rts.push(RtCtx::new(rt.clone(), t.info.clone(), t.tag));
-                    t.rts.len() - 1
+            let mut t = cell.try_borrow_mut().map_err(|_| Error::Busy)?;
+            match t.rts.first_mut() {
+                Some(c) if Arc::ptr_eq(&c.rt, rt) => f(c),
+                _ => {
+                    let c = find_or_create(&mut t, rt)?;
+                    f(c)
                 }
-            };
-            f(&mut t.rts[i])
+            }
         })
         .unwrap_or(Err(Error::WrongThread))
 }
 
+/// Moves `rt`'s context to the front (creating it, an allocation point, on
+/// this thread's first use of `rt`), forgetting dropped runtimes.
+#[cold]
+fn find_or_create<'a>(t: &'a mut ThreadCtx, rt: &Arc<Inner>) -> Result<&'a mut RtCtx> {
+    let mut k = 0;
+    while k < t.rts.len() {
+        if t.rts[k].rt.is_closed() {
+            t.rts.swap_remove(k).exit();
+        } else {
+            k += 1;
+        }
+    }
+    match t.rts.iter().position(|c| Arc::ptr_eq(&c.rt, rt)) {
+        Some(i) => t.rts.swap(0, i),
+        None => {
+            rt.alloc_point()?;
+            t.rts.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            let info = t.info();
+            t.rts.push(RtCtx::new(rt.clone(), info, t.tag));
+            let last = t.rts.len() - 1;
+            t.rts.swap(0, last);
+        }
+    }
+    Ok(&mut t.rts[0])
+}
+
 /// Runs `f` on this thread's context for `rt` if it exists (never creates).
+#[inline]
 pub(crate) fn with_existing<R>(rt: &Arc<Inner>, f: impl FnOnce(&mut RtCtx) -> R) -> Option<R> {
     THREAD
         .try_with(|cell| {
-            let mut guard = cell.try_borrow_mut().ok()?;
-            let t = guard.as_mut()?;
+            let mut t = cell.try_borrow_mut().ok()?;
             let c = t.rts.iter_mut().find(|c| Arc::ptr_eq(&c.rt, rt))?;
             Some(f(c))
         })
@@ -166,7 +191,7 @@ pub(crate) fn thread_number() -> u64 {
     THREAD
         .try_with(|cell| {
             cell.try_borrow_mut()
-                .map(|mut g| g.get_or_insert_with(ThreadCtx::new).info.number)
+                .map(|mut t| t.info().number)
                 .unwrap_or(0)
         })
         .unwrap_or(0)
@@ -459,9 +484,26 @@ impl RtCtx {
         Ok(())
     }
 
+    /// Pops the top frame if it is a nested ensure that can be undone now
+    /// (the fast path: no atomic, no lock). `Some(seq)` if it did.
+    #[inline]
+    fn pop_nested(&mut self) -> Option<u32> {
+        match self.frames.last() {
+            Some(f) if f.kind == FrameKind::Nested && f.interp == self.current_interp => {
+                let seq = f.seq;
+                self.frames.pop();
+                Some(seq)
+            }
+            _ => None,
+        }
+    }
+
     /// Thread-stored release: undoes this thread's innermost ensure.
     #[inline]
     pub(crate) fn release(&mut self) -> Result<()> {
+        if self.pop_nested().is_some() {
+            return Ok(());
+        }
         match self.frames.last() {
             None => Err(Error::NotAttached),
             Some(f) if f.kind == FrameKind::Enter(SpanKind::Activate) => Err(Error::OutOfOrder),
@@ -470,7 +512,19 @@ impl RtCtx {
     }
 
     /// Handle release: undoes the ensure `t`, which must be the innermost.
+    #[inline]
     pub(crate) fn release_ticket(&mut self, t: Ticket) -> Result<()> {
+        if let Some(f) = self.frames.last()
+            && f.seq == t.seq()
+            && t.tag() == self.tag
+            && self.pop_nested().is_some()
+        {
+            return Ok(());
+        }
+        self.release_ticket_slow(t)
+    }
+
+    fn release_ticket_slow(&mut self, t: Ticket) -> Result<()> {
         if t.tag() != self.tag {
             return Err(if t.tag() == 0 || t.to_raw() > i32::MAX as u32 {
                 Error::InvalidHandle
