@@ -4,7 +4,8 @@
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_int};
-use tstate_core::c_abi::{CDiagnostics, CHolder, SharedAbi};
+use tstate_core::Diagnostics;
+use tstate_core::c_abi::{CHolder, SharedAbi};
 
 /// A negative error code from a facade.
 pub type Code = c_int;
@@ -163,8 +164,8 @@ pub trait Shared: Facade {
         (Self::abi().inject_panics)(n)
     }
     /// `*_diagnostics`.
-    fn diagnostics() -> CDiagnostics {
-        let mut d = CDiagnostics::default();
+    fn diagnostics() -> Diagnostics {
+        let mut d = Diagnostics::default();
         // SAFETY: valid out-pointer.
         let r = unsafe { (Self::abi().diagnostics)(&mut d) };
         assert_eq!(r, 0);

@@ -15,7 +15,9 @@
 
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
-use crate::types::{InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId};
+use crate::types::{
+    Diagnostics, InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId,
+};
 use std::ffi::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -85,6 +87,17 @@ pub unsafe fn put<T>(out: *mut T, v: T) -> Result<()> {
     Ok(())
 }
 
+/// A C return value as a `Result`: negative → the [`Error`] of that code
+/// (unknown negative codes read as `Panic`), else the value. For Rust layers
+/// over a facade's C functions.
+pub fn check(r: c_int) -> Result<c_int> {
+    if r < 0 {
+        Err(Error::from_code(r).unwrap_or(Error::Panic))
+    } else {
+        Ok(r)
+    }
+}
+
 /// Fails with `InvalidArgument` if `p` is NULL (checked before any work, so
 /// that a refused call changes nothing).
 #[inline]
@@ -119,34 +132,6 @@ pub struct CHolder {
     pub spans: u32,
     /// How long it has held the interpreter open, in microseconds (coarse).
     pub held_for_us: u64,
-}
-
-/// The runtime's counters, as C sees them (see [`crate::Diagnostics`]).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CDiagnostics {
-    /// Interpreters that exist.
-    pub interpreters: u64,
-    /// Thread states that exist.
-    pub thread_states: u64,
-    /// Threads holding an interpreter open, summed over interpreters.
-    pub open_holds: u64,
-    /// Completed finalizations.
-    pub finalized: u64,
-    /// Finalize calls that timed out.
-    pub finalize_timeouts: u64,
-    /// Threads cleaned up by the thread-exit destructor.
-    pub exit_cleanups: u64,
-    /// Spans closed by thread-exit destructors.
-    pub exit_spans_closed: u64,
-    /// Thread states freed by thread-exit destructors.
-    pub exit_thread_states_freed: u64,
-    /// Allocations failed by fault injection.
-    pub injected_faults: u64,
-    /// Mutual-exclusion violations seen by "Python work" (must be 0).
-    pub exclusion_violations: u64,
-    /// "Python work" in a finalized interpreter (must be 0).
-    pub work_after_finalize: u64,
 }
 
 /// Body of `*_main_interpreter(uint64_t *out)`.
@@ -350,23 +335,10 @@ pub fn fail_allocations(skip: u32, fail: u32) {
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn diagnostics(out: *mut CDiagnostics) -> i32 {
+pub unsafe fn diagnostics(out: *mut Diagnostics) -> i32 {
     boundary(|| {
         non_null(out)?;
-        let d = rt().diagnostics();
-        let c = CDiagnostics {
-            interpreters: d.interpreters,
-            thread_states: d.thread_states,
-            open_holds: d.open_holds,
-            finalized: d.finalized,
-            finalize_timeouts: d.finalize_timeouts,
-            exit_cleanups: d.exit_cleanups,
-            exit_spans_closed: d.exit_spans_closed,
-            exit_thread_states_freed: d.exit_thread_states_freed,
-            injected_faults: d.injected_faults,
-            exclusion_violations: d.exclusion_violations,
-            work_after_finalize: d.work_after_finalize,
-        };
+        let c = rt().diagnostics();
         // SAFETY: caller's contract.
         unsafe { put(out, c) }?;
         Ok(0)
@@ -457,5 +429,5 @@ pub struct SharedAbi {
     pub scratch_get: unsafe extern "C" fn(*mut u64) -> c_int,
     pub fail_allocations: extern "C" fn(u32, u32),
     pub inject_panics: extern "C" fn(u32),
-    pub diagnostics: unsafe extern "C" fn(*mut CDiagnostics) -> c_int,
+    pub diagnostics: unsafe extern "C" fn(*mut Diagnostics) -> c_int,
 }

@@ -216,7 +216,9 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Counters of a runtime, for tests and reports.
+/// Counters of a runtime, for tests and reports (C layout: the facades'
+/// `*_diagnostics` write it as is).
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Diagnostics {
     /// Interpreters that exist (running or finalizing).

@@ -16,13 +16,7 @@ use crate::*;
 use std::marker::PhantomData;
 pub use tstate_core::Error;
 
-fn check(r: c_int) -> Result<c_int, Error> {
-    if r < 0 {
-        Err(Error::from_code(r).unwrap_or(Error::Panic))
-    } else {
-        Ok(r)
-    }
-}
+use tstate_core::c_abi::check;
 
 /// An owned thread state; dropping it calls `tsa_delete`. Not `Send`: it is
 /// bound to the thread that created it.

@@ -131,31 +131,34 @@ typedef struct TSE_Holder {
 } TSE_Holder;
 
 /**
- * The runtime's counters, as C sees them (see [`crate::Diagnostics`]).
+ * Counters of a runtime, for tests and reports (C layout: the facades'
+ * `*_diagnostics` write it as is).
  */
 typedef struct TSE_Diagnostics {
   /**
-   * Interpreters that exist.
+   * Interpreters that exist (running or finalizing).
    */
   uint64_t interpreters;
   /**
-   * Thread states that exist.
+   * Thread states that exist (not deleted).
    */
   uint64_t thread_states;
   /**
-   * Threads holding an interpreter open, summed over interpreters.
+   * Threads currently holding at least one interpreter open, summed over
+   * interpreters (what finalize waits for).
    */
   uint64_t open_holds;
   /**
-   * Completed finalizations.
+   * Interpreters whose finalization completed.
    */
   uint64_t finalized;
   /**
-   * Finalize calls that timed out.
+   * Finalize calls that returned a timeout.
    */
   uint64_t finalize_timeouts;
   /**
-   * Threads cleaned up by the thread-exit destructor.
+   * Threads that exited with spans open or thread states alive and were
+   * cleaned up by the thread-exit destructor.
    */
   uint64_t exit_cleanups;
   /**
@@ -167,15 +170,17 @@ typedef struct TSE_Diagnostics {
    */
   uint64_t exit_thread_states_freed;
   /**
-   * Allocations failed by fault injection.
+   * Allocations made to fail by fault injection.
    */
   uint64_t injected_faults;
   /**
-   * Mutual-exclusion violations seen by "Python work" (must be 0).
+   * Times "Python work" saw another thread inside the same lock group at
+   * once (a mutual-exclusion violation; must stay 0).
    */
   uint64_t exclusion_violations;
   /**
-   * "Python work" in a finalized interpreter (must be 0).
+   * Times "Python work" found its interpreter already finalized (must
+   * stay 0).
    */
   uint64_t work_after_finalize;
 } TSE_Diagnostics;

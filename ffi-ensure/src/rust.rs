@@ -17,13 +17,7 @@ use crate::*;
 use std::marker::PhantomData;
 pub use tstate_core::Error;
 
-fn check(r: c_int) -> Result<c_int, Error> {
-    if r < 0 {
-        Err(Error::from_code(r).unwrap_or(Error::Panic))
-    } else {
-        Ok(r)
-    }
-}
+use tstate_core::c_abi::check;
 
 /// An open ensure span; dropping it calls `tse_release`. Not `Send`: the span
 /// belongs to the thread that opened it. Guards must be dropped innermost

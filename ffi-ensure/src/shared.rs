@@ -9,7 +9,8 @@
 //! out-parameters only on success.
 
 use std::ffi::{c_char, c_int};
-use tstate_core::c_abi::{self, CDiagnostics, CHolder};
+use tstate_core::Diagnostics;
+use tstate_core::c_abi::{self, CHolder};
 
 /// Out of memory, or an allocation made to fail by fault injection. Nothing
 /// was half-created; retrying can succeed.
@@ -257,7 +258,7 @@ pub extern "C" fn tse_inject_panics(n: u32) {
 /// # Safety
 /// `out` must be NULL or valid for writing a `TSE_Diagnostics`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn tse_diagnostics(out: *mut CDiagnostics) -> c_int {
+pub unsafe extern "C" fn tse_diagnostics(out: *mut Diagnostics) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { c_abi::diagnostics(out) }
 }
