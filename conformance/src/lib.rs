@@ -12,3 +12,4 @@ pub mod cases;
 pub mod facade;
 pub mod report;
 pub mod runner;
+pub mod soak;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Instructions per operation for the latency cases, with valgrind's
+# callgrind (counts instructions, not time: repeatable on a noisy machine).
+# Each case runs N1 and N2 operations; (Ir(N2) - Ir(N1)) / (N2 - N1) cancels
+# start-up (runtime, libpython initialization, thread creation).
+#
+#   bash bench/callgrind.sh            # all cases
+#   bash bench/callgrind.sh ensure-A   # some
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
+cargo build --release -q -p tstate-bench
+bin=target/release/tstate-bench
+n1=100000
+n2=200000
+# CPython's start-up depends on its random hash seed; fix it so the
+# difference measures only the operations.
+export PYTHONHASHSEED=0
+cases=("$@")
+if [ ${#cases[@]} -eq 0 ]; then
+    cases=(baseline-mutex baseline-tls baseline-cas
+           ensure-A ensure-B ensure-C handle-A handle-B handle-C
+           activate-A activate-B activate-C
+           cpython-A cpython-B cpython-C cpython-D cpython-save)
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf '| case | instructions per operation |\n|---|--:|\n'
+for c in "${cases[@]}"; do
+    ir=()
+    for n in $n1 $n2; do
+        if ! valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "$bin" --count "$c" "$n" \
+            >"$tmp/log" 2>&1; then
+            ir=(); break
+        fi
+        ir+=("$(grep -E '^summary:|^totals:' "$tmp/out" | head -1 | awk '{print $2}')")
+    done
+    if [ ${#ir[@]} -eq 2 ]; then
+        awk -v c="$c" -v a="${ir[0]}" -v b="${ir[1]}" -v d=$((n2 - n1)) \
+            'BEGIN { printf "| %s | %.1f |\n", c, (b - a) / d }'
+    else
+        printf '| %s | skipped (%s) |\n' "$c" "$(tail -1 "$tmp/log")"
+    fi
+done

@@ -1,0 +1,650 @@
+//! `tstate-bench` — every design against real CPython 3.11 and physical
+//! references, in one process run (see `docs/performance.md`).
+//!
+//! * A/B/C/D latency: each design's idiom through its exported C functions,
+//!   CPython's `PyGILState_*` and friends, and an uncontended mutex pair, a
+//!   thread-local increment and an uncontended CAS — interleaved in rounds,
+//!   median/min/max over the rounds, every figure also as a ratio to the
+//!   mutex pair of the same run.
+//! * E: throughput of 2 threads doing enter / work / leave, as a ratio to 1
+//!   thread (one own-lock interpreter, two own-lock interpreters, one
+//!   free-threaded interpreter; CPython: its GIL).
+//! * F: finalization latency after the last holder leaves; the cost of a
+//!   refused enter while finalizing.
+//! * G: A/B/C again with 10,000 live interpreters and 1,000 thread states.
+//!
+//! `--count CASE N` runs N operations of one latency case and exits (for
+//! `bench/callgrind.sh`, which turns it into instructions per operation).
+
+#[cfg(has_libpython)]
+mod cpython;
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use tstate_conformance::bench::{self, Bench, Config, Measurement};
+use tstate_conformance::facade::{Activate, Ensure, Facade, Handle, Shared};
+
+thread_local! {
+    static TLS_COUNTER: Cell<u64> = const { Cell::new(0) };
+}
+
+fn tls_increment(iters: u64, _: u64) -> Duration {
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        TLS_COUNTER.with(|c| c.set(black_box(c.get()) + 1));
+    }
+    t0.elapsed()
+}
+
+fn cas(iters: u64, _: u64) -> Duration {
+    let a = AtomicU64::new(0);
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        let v = black_box(&a).load(Ordering::Relaxed);
+        let _ = a.compare_exchange(v, v + 1, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    t0.elapsed()
+}
+
+/// D for the ensure designs: the closest equivalent of create + attach +
+/// detach + delete is a top-level ensure/release on a thread with nothing
+/// attached (the kept thread state is reset, not re-created) — the same
+/// operation as C, listed again so the D row compares like with like.
+fn latency_benches() -> Vec<Bench> {
+    let mut v = bench::comparison_benches();
+    let extra = [
+        Bench {
+            facade: "baseline",
+            case: "tls",
+            what: "thread-local increment",
+            run: tls_increment,
+        },
+        Bench {
+            facade: "baseline",
+            case: "cas",
+            what: "uncontended atomic compare-exchange",
+            run: cas,
+        },
+    ];
+    v.splice(1..1, extra);
+    #[cfg(has_libpython)]
+    v.extend([
+        Bench {
+            facade: "cpython",
+            case: "A",
+            what: "PyGILState_Ensure + Release while holding the GIL",
+            run: cpython::nested,
+        },
+        Bench {
+            facade: "cpython",
+            case: "B",
+            what: "PyGILState_Ensure + Release after PyEval_SaveThread",
+            run: cpython::reattach,
+        },
+        Bench {
+            facade: "cpython",
+            case: "C",
+            what: "PyGILState_Ensure + Release on a thread with no thread state",
+            run: cpython::fresh,
+        },
+        Bench {
+            facade: "cpython",
+            case: "D",
+            what: "PyThreadState_New + RestoreThread + Clear + DeleteCurrent",
+            run: cpython::explicit,
+        },
+        Bench {
+            facade: "cpython",
+            case: "save",
+            what: "PyEval_SaveThread + PyEval_RestoreThread",
+            run: cpython::save_restore,
+        },
+    ]);
+    v
+}
+
+fn find(ms: &[Measurement], facade: &str, case: &str) -> Option<Measurement> {
+    ms.iter()
+        .find(|m| m.facade == facade && m.case == case)
+        .cloned()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ----- E: throughput -------------------------------------------------------
+
+/// One enter / work / leave of a design, on interpreter `i`.
+type Op = fn(u64);
+
+fn op_ensure(i: u64) {
+    use tstate_ffi_ensure::*;
+    // SAFETY: NULL errmsg and NULL value are allowed.
+    unsafe {
+        assert_eq!(tse_ensure(i, std::ptr::null_mut()), 0);
+        assert_eq!(tse_work(i, std::ptr::null_mut()), 0);
+    }
+    tse_release();
+}
+fn op_handle(i: u64) {
+    use tstate_ffi_handle::*;
+    // SAFETY: NULL errmsg and NULL value are allowed.
+    unsafe {
+        let h = tsh_ensure(i, std::ptr::null_mut());
+        assert_eq!(tsh_work(i, std::ptr::null_mut()), 0);
+        assert_eq!(tsh_release(h), 0);
+    }
+}
+fn op_activate(i: u64) {
+    use tstate_ffi_activate::*;
+    let mut ts = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; NULL value is allowed.
+    unsafe {
+        assert_eq!(tsa_new(i, &mut ts), 0);
+        assert_eq!(tsa_activate(ts), 0);
+        assert_eq!(tsa_work(i, std::ptr::null_mut()), 0);
+    }
+    assert_eq!(tsa_deactivate(ts), 0);
+    assert_eq!(tsa_delete(ts), 0);
+}
+/// Control: pure per-thread CPU work of about the same size, touching no
+/// shared memory — shows what 2 threads can gain on this machine at all.
+fn op_control(_: u64) {
+    for _ in 0..20 {
+        TLS_COUNTER.with(|c| c.set(black_box(c.get()) + 1));
+    }
+}
+#[cfg(has_libpython)]
+fn op_cpython(_: u64) {
+    cpython::ensure_work_release();
+}
+
+/// Wall time for `threads` threads each doing `iters` ops on
+/// `interps[t % len]`: from the earliest start to the latest end, as the
+/// workers themselves observe them (the spawning thread may not even be
+/// scheduled while they run).
+fn run_threads(threads: usize, iters: u64, op: Op, interps: &[u64]) -> Duration {
+    let start = Arc::new(Barrier::new(threads));
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let (start, i) = (start.clone(), interps[t % interps.len()]);
+            std::thread::spawn(move || {
+                op(i); // per-thread warm-up outside the timed region
+                start.wait();
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    op(i);
+                }
+                (t0, Instant::now())
+            })
+        })
+        .collect();
+    let spans: Vec<(Instant, Instant)> =
+        hs.into_iter().map(|h| h.join().expect("worker")).collect();
+    let first = spans.iter().map(|s| s.0).min().expect("threads > 0");
+    let last = spans.iter().map(|s| s.1).max().expect("threads > 0");
+    last - first
+}
+
+struct Throughput {
+    control: f64,
+    design: &'static str,
+    scenario: &'static str,
+    ops_per_s_1: f64,
+    ops_per_s_2: f64,
+    ratio: f64,
+}
+
+fn throughput(rounds: usize, iters: u64) -> Vec<Throughput> {
+    let own = Ensure::create(0).expect("create");
+    let own2 = Ensure::create(0).expect("create");
+    let ft = Ensure::create(2).expect("create");
+    let mut cases: Vec<(&'static str, &'static str, Op, Vec<u64>)> = vec![(
+        "control",
+        "per-thread CPU work only, no shared memory",
+        op_control as Op,
+        vec![0],
+    )];
+    for (d, op) in [
+        ("ensure", op_ensure as Op),
+        ("handle", op_handle as Op),
+        ("activate", op_activate as Op),
+    ] {
+        cases.push((d, "one own-lock interpreter", op, vec![own]));
+        cases.push((d, "two own-lock interpreters", op, vec![own, own2]));
+        cases.push((d, "one free-threaded interpreter", op, vec![ft]));
+    }
+    #[cfg(has_libpython)]
+    cases.push((
+        "cpython",
+        "one interpreter (the GIL)",
+        op_cpython as Op,
+        vec![0],
+    ));
+    let mut samples: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        vec![(Vec::new(), Vec::new(), Vec::new()); cases.len()];
+    for _ in 0..rounds {
+        for (k, (_, _, op, interps)) in cases.iter().enumerate() {
+            let one = run_threads(1, iters, *op, interps);
+            let two = run_threads(2, iters, *op, interps);
+            let t1 = iters as f64 / one.as_secs_f64();
+            let t2 = 2.0 * iters as f64 / two.as_secs_f64();
+            samples[k].0.push(t1);
+            samples[k].1.push(t2);
+            samples[k].2.push(t2 / t1);
+        }
+    }
+    for i in [own, own2, ft] {
+        Ensure::finalize(i, 5000).expect("finalize");
+    }
+    let control = median(samples[0].2.clone());
+    cases
+        .iter()
+        .zip(samples)
+        .map(|((d, s, _, _), (a, b, r))| Throughput {
+            control,
+            design: d,
+            scenario: s,
+            ops_per_s_1: median(a),
+            ops_per_s_2: median(b),
+            ratio: median(r),
+        })
+        .collect()
+}
+
+// ----- F: finalization -----------------------------------------------------
+
+struct Finalization {
+    design: &'static str,
+    latency_us: (f64, f64, f64),
+    refused_ns: f64,
+}
+
+fn finalization<F: Facade>(rounds: usize) -> Finalization {
+    let mut lat = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..rounds {
+        let id = F::create(0).expect("create");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let s = F::enter(id).expect("enter");
+            let saved = F::save().expect("save");
+            ready_tx.send(()).expect("ready");
+            go_rx.recv().expect("go");
+            F::restore(saved).expect("restore");
+            let t = Instant::now();
+            F::leave(s).expect("leave");
+            t
+        });
+        ready_rx.recv().expect("ready");
+        let fin = std::thread::spawn(move || {
+            F::finalize(id, -1).expect("finalize");
+            Instant::now()
+        });
+        while F::state(id) != 1 {
+            std::thread::yield_now();
+        }
+        // refused enters while finalize waits (a fresh thread, 2,000 tries)
+        let per = std::thread::spawn(move || {
+            let n = 2000u32;
+            let t0 = Instant::now();
+            for _ in 0..n {
+                assert!(F::enter(black_box(id)).is_err());
+            }
+            t0.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .join()
+        .expect("refuser");
+        refused.push(per);
+        std::thread::sleep(Duration::from_millis(2)); // finalize is asleep
+        go_tx.send(()).expect("go");
+        let released = holder.join().expect("holder");
+        let done = fin.join().expect("finalizer");
+        lat.push(done.saturating_duration_since(released).as_secs_f64() * 1e6);
+    }
+    let mut sorted = lat.clone();
+    sorted.sort_by(f64::total_cmp);
+    Finalization {
+        design: F::NAME,
+        latency_us: (median(lat), sorted[0], sorted[sorted.len() - 1]),
+        refused_ns: median(refused),
+    }
+}
+
+// ----- G: scale --------------------------------------------------------------
+
+/// Creates 10,000 interpreters and 1,000 thread states (on a parked helper
+/// thread); returns a closure that removes them.
+fn populate() -> impl FnOnce() {
+    let ids: Vec<u64> = (0..10_000)
+        .map(|k| Ensure::create([0, 1, 2][k % 3]).expect("create"))
+        .collect();
+    let some: Vec<u64> = ids.iter().step_by(10).copied().collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let l = Activate::lifecycle().expect("explicit lifecycle");
+    let helper = std::thread::spawn(move || {
+        let ts: Vec<usize> = some.iter().map(|&i| (l.new)(i).expect("new")).collect();
+        ready_tx.send(()).expect("ready");
+        done_rx.recv().expect("done");
+        for t in ts {
+            (l.delete)(t).expect("delete");
+        }
+    });
+    ready_rx.recv().expect("ready");
+    let d = Ensure::diagnostics();
+    assert!(d.interpreters >= 10_000 && d.thread_states >= 1_000);
+    move || {
+        done_tx.send(()).expect("done");
+        helper.join().expect("helper");
+        for i in ids {
+            Ensure::finalize(i, 5000).expect("finalize");
+        }
+    }
+}
+
+// ----- output ------------------------------------------------------------------
+
+fn fmt_ratio(m: &Option<Measurement>) -> String {
+    m.as_ref().map_or("skipped".into(), |m| {
+        format!("{:.1} ns ({:.2}×)", m.median_ns, m.ratio)
+    })
+}
+
+struct Args {
+    rounds: usize,
+    iters: u64,
+    e_iters: u64,
+    markdown: bool,
+}
+
+fn main() {
+    let mut args = Args {
+        rounds: 15,
+        iters: 20_000,
+        e_iters: 20_000,
+        markdown: false,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut k = 0;
+    while k < argv.len() {
+        let val = |k: usize| -> u64 {
+            argv.get(k + 1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| {
+                    eprintln!("{} needs a number", argv[k]);
+                    std::process::exit(2)
+                })
+        };
+        match argv[k].as_str() {
+            "--rounds" => {
+                args.rounds = val(k).max(1) as usize;
+                k += 1;
+            }
+            "--iters" => {
+                args.iters = val(k).max(1);
+                k += 1;
+            }
+            "--e-iters" => {
+                args.e_iters = val(k).max(1);
+                k += 1;
+            }
+            "--markdown" => args.markdown = true,
+            "--count" => {
+                let case = argv.get(k + 1).cloned().unwrap_or_default();
+                let n = val(k + 1);
+                count(&case, n);
+                return;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: tstate-bench [--rounds N] [--iters N] [--e-iters N] [--markdown]\n       tstate-bench --count DESIGN-CASE N   (e.g. ensure-A, cpython-C, baseline-mutex)"
+                );
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+        k += 1;
+    }
+    report(&args);
+}
+
+/// Runs N operations of one latency case (for callgrind).
+fn count(case: &str, n: u64) {
+    #[cfg(has_libpython)]
+    cpython::init();
+    let interp = Ensure::main_interpreter().expect("main");
+    let Some(b) = latency_benches()
+        .into_iter()
+        .find(|b| format!("{}-{}", b.facade, b.case) == case)
+    else {
+        eprintln!("unknown case {case}");
+        std::process::exit(2);
+    };
+    let run = b.run;
+    std::thread::spawn(move || {
+        run(n, interp);
+    })
+    .join()
+    .expect("case");
+}
+
+fn report(a: &Args) {
+    #[cfg(has_libpython)]
+    cpython::init();
+    let cpython_note = if cfg!(has_libpython) {
+        "CPython 3.11 via libpython3.11 (python3-config --embed)"
+    } else {
+        "CPython column SKIPPED: built without libpython3.11 (python3-config --embed not found)"
+    };
+    let cfg = Config {
+        rounds: a.rounds,
+        iters: a.iters,
+    };
+    let interp = Ensure::main_interpreter().expect("main");
+    eprintln!("latency: {} rounds × {} ops …", a.rounds, a.iters);
+    let lat = bench::run(&latency_benches(), interp, cfg, &mut |_| {});
+    eprintln!("scale (G): 10,000 interpreters, 1,000 thread states …");
+    let cleanup = populate();
+    let designs_only: Vec<Bench> = bench::comparison_benches();
+    let scaled = bench::run(&designs_only, interp, cfg, &mut |_| {});
+    cleanup();
+    eprintln!(
+        "throughput (E): {} rounds × {} ops per thread …",
+        a.rounds, a.e_iters
+    );
+    let thr = throughput(a.rounds, a.e_iters);
+    eprintln!("finalization (F): {} rounds …", a.rounds);
+    let fin = [
+        finalization::<Ensure>(a.rounds),
+        finalization::<Handle>(a.rounds),
+        finalization::<Activate>(a.rounds),
+    ];
+
+    let mut out = String::new();
+    use std::fmt::Write;
+    let md = a.markdown;
+    let sep = |cols: usize| format!("|{}", "---|".repeat(cols));
+    writeln!(
+        out,
+        "{}",
+        if md {
+            "### Physical references and CPython 3.11 (same run)\n"
+        } else {
+            "PHYSICAL REFERENCES AND CPYTHON 3.11 (same run)"
+        }
+    )
+    .unwrap();
+    writeln!(out, "{cpython_note}; {} rounds × {} operations, interleaved; ns per operation; × = ratio to the mutex pair of this run.\n", a.rounds, a.iters).unwrap();
+    writeln!(
+        out,
+        "| what | median ns | min | max | × mutex pair |\n{}",
+        sep(5)
+    )
+    .unwrap();
+    for m in lat
+        .iter()
+        .filter(|m| m.facade == "baseline" || m.facade == "cpython")
+    {
+        writeln!(
+            out,
+            "| {} {}: {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            m.facade, m.case, m.what, m.median_ns, m.min_ns, m.max_ns, m.ratio
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if md {
+            "### A–D: each design through its C functions\n"
+        } else {
+            "A-D: EACH DESIGN THROUGH ITS C FUNCTIONS"
+        }
+    )
+    .unwrap();
+    writeln!(out, "| design | case | one operation | median ns | min | max | × mutex | CPython same case | × CPython |\n{}", sep(9)).unwrap();
+    for m in lat
+        .iter()
+        .filter(|m| ["ensure", "handle", "activate"].contains(&m.facade))
+    {
+        let cp = find(&lat, "cpython", m.case);
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            m.facade,
+            m.case,
+            m.what,
+            m.median_ns,
+            m.min_ns,
+            m.max_ns,
+            m.ratio,
+            fmt_ratio(&cp),
+            cp.map_or("—".into(), |c| format!(
+                "{:.2}",
+                m.median_ns / c.median_ns
+            ))
+        )
+        .unwrap();
+    }
+    for d in ["ensure", "handle"] {
+        if let Some(c) = find(&lat, d, "C") {
+            writeln!(
+                out,
+                "| {d} | D | closest equivalent of create+attach+detach+delete: the C row (the kept thread state is reset, not re-created) | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+                c.median_ns, c.min_ns, c.max_ns, c.ratio,
+                fmt_ratio(&find(&lat, "cpython", "D")),
+                find(&lat, "cpython", "D").map_or("—".into(), |x| format!("{:.2}", c.median_ns / x.median_ns))
+            )
+            .unwrap();
+        }
+    }
+    if let Some(c) = find(&lat, "activate", "C") {
+        writeln!(
+            out,
+            "| activate | D | New + Activate + Deactivate + Delete (= its C row) | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            c.median_ns, c.min_ns, c.max_ns, c.ratio,
+            fmt_ratio(&find(&lat, "cpython", "D")),
+            find(&lat, "cpython", "D").map_or("—".into(), |x| format!("{:.2}", c.median_ns / x.median_ns))
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if md {
+            "### E: throughput, 2 threads vs 1 (enter / work / leave)\n"
+        } else {
+            "E: THROUGHPUT, 2 THREADS VS 1"
+        }
+    )
+    .unwrap();
+    writeln!(out, "| design | scenario | ops/s, 1 thread | ops/s, 2 threads | 2 vs 1 | 2 vs 1, ÷ control |\n{}", sep(6)).unwrap();
+    for t in &thr {
+        writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.0} | {:.2}× | {:.2} |",
+            t.design,
+            t.scenario,
+            t.ops_per_s_1,
+            t.ops_per_s_2,
+            t.ratio,
+            t.ratio / t.control
+        )
+        .unwrap();
+    }
+    if !cfg!(has_libpython) {
+        writeln!(
+            out,
+            "| cpython | the GIL | skipped | skipped | skipped | skipped |"
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if md {
+            "### F: finalization\n"
+        } else {
+            "F: FINALIZATION"
+        }
+    )
+    .unwrap();
+    writeln!(out, "| design | last release → finalize returns, median µs | min | max | one refused enter while finalizing, ns |\n{}", sep(5)).unwrap();
+    for f in &fin {
+        writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            f.design, f.latency_us.0, f.latency_us.1, f.latency_us.2, f.refused_ns
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if md {
+            "### G: scale — with 10,000 live interpreters and 1,000 thread states\n"
+        } else {
+            "G: SCALE (10,000 INTERPRETERS, 1,000 THREAD STATES) VS 1"
+        }
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| design | case | × mutex, 1 interpreter | × mutex, 10,000 interpreters | ratio |\n{}",
+        sep(5)
+    )
+    .unwrap();
+    for m in scaled.iter().filter(|m| m.facade != "baseline") {
+        if let Some(base) = find(&lat, m.facade, m.case) {
+            writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.2} | {:.2} |",
+                m.facade,
+                m.case,
+                base.ratio,
+                m.ratio,
+                m.ratio / base.ratio
+            )
+            .unwrap();
+        }
+    }
+    print!("{out}");
+}
