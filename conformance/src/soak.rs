@@ -198,7 +198,7 @@ pub fn soak(cfg: SoakConfig) -> SoakReport {
     let workers: Vec<_> = (0..cfg.threads)
         .map(|n| {
             let (slots, stop) = (slots.clone(), stop.clone());
-            let seed = cfg.seed ^ ((n as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
+            let seed = cfg.seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             std::thread::spawn(move || {
                 let mut rng = Rng(seed | 1);
                 let mut t = Tally::default();
