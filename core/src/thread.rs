@@ -683,6 +683,7 @@ impl RtCtx {
                 Ok(())
             }
             _ if self.saved.contains(&idx) => Err(Error::OutOfOrder),
+            _ if self.ts(idx).is_deleted() => Err(Error::InvalidHandle),
             _ => Err(Error::NotAttached),
         }
     }
