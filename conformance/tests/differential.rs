@@ -401,7 +401,7 @@ fn run_on_this_thread<F: SpanOf>(ops: &[Op], ids: &mut Vec<u64>) -> Result<(), S
                     // a forged int handle whose thread tag is not this
                     // thread's reads as foreign (documented on tsh_release)
                     if forged && F::NAME == "handle" && got == Err(code_of(E::WrongThread)) {
-                        check_current::<F>(&m, &ids, &mut label_ids, step)?;
+                        check_current::<F>(&m, ids, &mut label_ids, step)?;
                         continue;
                     }
                     (want, got)
@@ -468,7 +468,7 @@ fn run_on_this_thread<F: SpanOf>(ops: &[Op], ids: &mut Vec<u64>) -> Result<(), S
                     // the injected failure hit this step: nothing may have
                     // changed, so the model goes back to before it
                     m = before.expect("cloned when armed");
-                    check_current::<F>(&m, &ids, &mut label_ids, step)?;
+                    check_current::<F>(&m, ids, &mut label_ids, step)?;
                     continue;
                 }
             }
@@ -482,7 +482,7 @@ fn run_on_this_thread<F: SpanOf>(ops: &[Op], ids: &mut Vec<u64>) -> Result<(), S
                     "step {step} {op:?}: got {got:?}, model says {want_code:?}"
                 ));
             }
-            check_current::<F>(&m, &ids, &mut label_ids, step)?;
+            check_current::<F>(&m, ids, &mut label_ids, step)?;
         }
         Ok(())
     })();
