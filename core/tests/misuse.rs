@@ -228,6 +228,7 @@ fn allocation_failure_at_each_point_of_a_fresh_thread_scenario() {
         assert_eq!(d.thread_states, 0, "freed at thread exit");
     }
     assert!(points >= 5, "the scenario has {points} allocation points");
+    eprintln!("allocation points swept in the fresh-thread scenario: {points}");
 }
 
 #[test]
