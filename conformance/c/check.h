@@ -71,6 +71,26 @@ static inline int take_task(task_queue *q) {
     return t;
 }
 
+/* The harness's helpers over a facade's shared functions; P is its
+ * prefix (tse, tsh, tsa). */
+#define TSTATE_HELPERS(P)                                                      \
+    static uint64_t main_interp(void) {                                        \
+        uint64_t id = 0;                                                       \
+        CHECK_EQ(P##_main_interpreter(&id), 0);                                \
+        return id;                                                             \
+    }                                                                          \
+    static uint64_t new_interp(uint32_t mode) {                                \
+        uint64_t id = 0;                                                       \
+        CHECK_EQ(P##_create_interpreter(mode, &id), 0);                        \
+        return id;                                                             \
+    }                                                                          \
+    static uint64_t work_count(uint64_t interp) {                              \
+        uint64_t v = 0;                                                        \
+        CHECK_EQ(P##_work_count(interp, &v), 0);                               \
+        return v;                                                              \
+    }                                                                          \
+    static int is_attached_anywhere(void) { return P##_current(NULL, NULL); }
+
 typedef struct {
     const char *name;
     void (*run)(void);

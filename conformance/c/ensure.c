@@ -6,25 +6,7 @@
 #define TSTATE_ENSURE_DISCUSSION_NAMES
 #include "tstate_ensure.h"
 
-static uint64_t main_interp(void) {
-    uint64_t id = 0;
-    CHECK_EQ(tse_main_interpreter(&id), 0);
-    return id;
-}
-
-static uint64_t new_interp(uint32_t mode) {
-    uint64_t id = 0;
-    CHECK_EQ(tse_create_interpreter(mode, &id), 0);
-    return id;
-}
-
-static uint64_t work_count(uint64_t interp) {
-    uint64_t v = 0;
-    CHECK_EQ(tse_work_count(interp, &v), 0);
-    return v;
-}
-
-static int is_attached_anywhere(void) { return tse_current(NULL, NULL); }
+TSTATE_HELPERS(tse)
 
 /* ---- 1. the discussion's c_thread_func ------------------------------- */
 
@@ -99,9 +81,9 @@ static void *cython_holding_then_nogil(void *arg) {
     CHECK_EQ(tse_current(&ts_after, NULL), 1);
     CHECK_EQ(ts_after, ts_before);
     /* tstate:pattern nogil-reentry */
-    CHECK_EQ(tse_save_thread(&saved), 0); /* with nogil: */
-    cython_with_gil(interp);              /* (c) after nogil released it */
-    CHECK_EQ(tse_restore_thread(saved), 0);
+    tse_save_thread(&saved);    /* with nogil: */
+    cython_with_gil(interp);    /* (c) after nogil released it */
+    tse_restore_thread(saved);  /* end of with nogil: */
     /* tstate:end */
     CHECK_EQ(tse_is_attached(interp), 1);
     tse_release();

@@ -4,25 +4,7 @@
 #define TSTATE_HANDLE_DISCUSSION_NAMES
 #include "tstate_handle.h"
 
-static uint64_t main_interp(void) {
-    uint64_t id = 0;
-    CHECK_EQ(tsh_main_interpreter(&id), 0);
-    return id;
-}
-
-static uint64_t new_interp(uint32_t mode) {
-    uint64_t id = 0;
-    CHECK_EQ(tsh_create_interpreter(mode, &id), 0);
-    return id;
-}
-
-static uint64_t work_count(uint64_t interp) {
-    uint64_t v = 0;
-    CHECK_EQ(tsh_work_count(interp, &v), 0);
-    return v;
-}
-
-static int is_attached_anywhere(void) { return tsh_current(NULL, NULL); }
+TSTATE_HELPERS(tsh)
 
 /* ---- 1. the discussion's c_thread_func, int-handle form --------------- */
 
@@ -96,9 +78,9 @@ static void *cython_holding_then_nogil(void *arg) {
     CHECK_EQ(tsh_current(&ts_after, NULL), 1);
     CHECK_EQ(ts_after, ts_before);
     /* tstate:pattern nogil-reentry */
-    CHECK_EQ(tsh_save_thread(&saved), 0);
+    tsh_save_thread(&saved);
     cython_with_gil(interp);
-    CHECK_EQ(tsh_restore_thread(saved), 0);
+    tsh_restore_thread(saved);
     /* tstate:end */
     CHECK_EQ(tsh_release(outer), 0);
     CHECK(!is_attached_anywhere());
@@ -176,7 +158,7 @@ static void *pool_worker(void *arg) {
         CHECK_EQ(leaked, 0);
         CHECK_EQ(tsh_scratch_set((uint64_t)task + 1), 0);
         CHECK_EQ(tsh_work(p->interp, NULL), 0);
-        CHECK_EQ(tsh_release(h), 0);
+        tsh_release(h);
         /* tstate:end */
         CHECK(!is_attached_anywhere());
     }
@@ -210,7 +192,7 @@ static void *sub_thread(void *arg) {
     CHECK_EQ(tsh_current(NULL, &on), 1);
     CHECK_EQ(on, sub);
     CHECK_EQ(tsh_is_attached(main_interp()), 0);
-    CHECK_EQ(tsh_release(h), 0);
+    tsh_release(h);
     /* tstate:end */
     return NULL;
 }
