@@ -72,10 +72,17 @@ pub fn run_case<F: Facade>(case: &Case) -> Outcome {
             let r = std::panic::catch_unwind(run);
             let _ = tx.send(r);
         });
-    if let Err(e) = spawned {
-        return Outcome::Fail(format!("could not spawn the case thread: {e}"));
+    let handle = match spawned {
+        Ok(h) => h,
+        Err(e) => return Outcome::Fail(format!("could not spawn the case thread: {e}")),
+    };
+    let received = rx.recv_timeout(WATCHDOG);
+    if received.is_ok() {
+        // Wait for the thread to be gone, thread-exit destructors included,
+        // so that nothing of this case overlaps the next one.
+        let _ = handle.join();
     }
-    let outcome = match rx.recv_timeout(WATCHDOG) {
+    let outcome = match received {
         Ok(Ok(Ok(()))) => Outcome::Pass,
         Ok(Ok(Err(Failure::Fail(m)))) => Outcome::Fail(m),
         Ok(Ok(Err(Failure::NotApplicable(r)))) => Outcome::NotApplicable(r),
