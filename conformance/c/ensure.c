@@ -339,7 +339,21 @@ static void scenario_release_misuse_hook(void) {
     tse_release();
 }
 
+/* ---- 8. the default fatal-error hook prints and aborts ----------------- */
+
+/* Expected to die with SIGABRT after printing the message (the test checks
+ * both); reaching the end is the failure. */
+static void scenario_default_hook_aborts(void) {
+    CHECK(tse_set_fatal_hook(NULL) == NULL); /* the default */
+    tse_release();                           /* nothing ensured */
+    fprintf(stderr, "tse_release returned instead of aborting\n");
+    exit(1);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "default_hook_aborts") == 0) {
+        scenario_default_hook_aborts();
+    }
     static const scenario list[] = {
         {"c_thread_func", scenario_c_thread_func},
         {"cython_with_gil", scenario_cython_with_gil},

@@ -45,10 +45,12 @@ fn staticlib(facade: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} not found next to {}", deps.display()))
 }
 
-fn build(facade: &str, sanitize: bool) -> PathBuf {
+/// Builds `conformance/c/<facade>.c` into `<name>` (+ `-asan`) in the
+/// test's temporary directory (distinct names: tests run in parallel).
+fn build_as(facade: &str, name: &str, sanitize: bool) -> PathBuf {
     let ws = workspace();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{facade}{}", if sanitize { "-asan" } else { "" }));
+        .join(format!("{name}{}", if sanitize { "-asan" } else { "" }));
     let mut cmd = Command::new("gcc");
     cmd.args([
         "-std=c11",
@@ -81,6 +83,10 @@ fn build(facade: &str, sanitize: bool) -> PathBuf {
         String::from_utf8_lossy(&o.stderr)
     );
     out
+}
+
+fn build(facade: &str, sanitize: bool) -> PathBuf {
+    build_as(facade, facade, sanitize)
 }
 
 /// Runs `prog scenario`, killing it at the watchdog bound.
@@ -140,6 +146,35 @@ fn build_and_run_all(facade: &str, sanitize: bool) {
 #[test]
 fn ensure_c_programs() {
     build_and_run_all("ensure", false);
+}
+
+/// `tse_release`'s default fatal-error hook prints the message and aborts
+/// (like `Py_FatalError`), plain and sanitized.
+#[test]
+fn ensure_default_fatal_hook_prints_and_aborts() {
+    use std::os::unix::process::ExitStatusExt;
+    for sanitize in [false, true] {
+        let prog = build_as("ensure", "ensure-abort", sanitize);
+        let o = Command::new(&prog)
+            .arg("default_hook_aborts")
+            .env("ASAN_OPTIONS", "detect_leaks=0")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.signal(),
+            Some(6),
+            "expected SIGABRT: {:?}\n{stderr}",
+            o.status
+        );
+        assert!(
+            stderr.contains(
+                "Fatal tstate error in tse_release: nothing to release, or not attached (code -5)"
+            ),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
