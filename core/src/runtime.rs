@@ -206,8 +206,11 @@ impl Inner {
         interp: &Arc<Interp>,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), FinalizeError> {
-        let own = with_existing(this, |c| c.holds(interp)).unwrap_or(false);
-        let parked = with_existing(this, |c| c.park_for_finalize());
+        let (own, parked) = match with_existing(this, |c| (c.holds(interp), c.park_for_finalize()))
+        {
+            Some((own, parked)) => (own, Some(parked)),
+            None => (false, None),
+        };
         let drained = interp.wait_drained(u32::from(own), deadline);
         if drained {
             if let Some(k) = interp.id.key() {
