@@ -98,6 +98,22 @@ pub fn check(r: c_int) -> Result<c_int> {
     }
 }
 
+/// The shape of every "result through an out-parameter" function: refuse a
+/// NULL `out` before doing anything (so a refused call changes nothing),
+/// run `f`, and write its value only on success.
+///
+/// # Safety
+/// `out` must be NULL or valid for a write of `T`.
+pub unsafe fn out_param<T>(out: *mut T, f: impl FnOnce() -> Result<T>) -> i32 {
+    boundary(|| {
+        non_null(out)?;
+        let v = f()?;
+        // SAFETY: non-NULL checked above; validity is the caller's contract.
+        unsafe { out.write(v) };
+        Ok(0)
+    })
+}
+
 /// Fails with `InvalidArgument` if `p` is NULL (checked before any work, so
 /// that a refused call changes nothing).
 #[inline]
@@ -139,13 +155,8 @@ pub struct CHolder {
 /// # Safety
 /// `out`: NULL or valid for a write.
 pub unsafe fn main_interpreter(out: *mut u64) -> i32 {
-    boundary(|| {
-        non_null(out)?;
-        let id = rt().main_interpreter()?;
-        // SAFETY: caller's contract.
-        unsafe { put(out, id.as_raw()) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { out_param(out, || rt().main_interpreter().map(InterpreterId::as_raw)) }
 }
 
 /// Body of `*_create_interpreter(uint32_t mode, uint64_t *out)`.
@@ -153,14 +164,13 @@ pub unsafe fn main_interpreter(out: *mut u64) -> i32 {
 /// # Safety
 /// `out`: NULL or valid for a write.
 pub unsafe fn create_interpreter(mode: u32, out: *mut u64) -> i32 {
-    boundary(|| {
-        non_null(out)?;
-        let mode = LockMode::from_raw(mode).ok_or(Error::InvalidArgument)?;
-        let id = rt().create_interpreter(mode)?;
-        // SAFETY: caller's contract.
-        unsafe { put(out, id.as_raw()) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        out_param(out, || {
+            let mode = LockMode::from_raw(mode).ok_or(Error::InvalidArgument)?;
+            rt().create_interpreter(mode).map(InterpreterId::as_raw)
+        })
+    }
 }
 
 /// Body of `*_interpreter_state(uint64_t id)`: 0 running, 1 finalizing.
@@ -225,13 +235,8 @@ pub unsafe fn holders(id: u64, buf: *mut CHolder, cap: usize, count: *mut usize)
 /// # Safety
 /// `out`: NULL or valid for a write.
 pub unsafe fn save_thread(out: *mut u64) -> i32 {
-    boundary(|| {
-        non_null(out)?;
-        let ts = rt().save()?;
-        // SAFETY: caller's contract.
-        unsafe { put(out, ts.as_raw()) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { out_param(out, || rt().save().map(ThreadStateId::as_raw)) }
 }
 
 /// Body of `*_restore_thread(uint64_t ts)`.
@@ -262,13 +267,8 @@ pub unsafe fn work(id: u64, value: *mut u64) -> i32 {
 /// # Safety
 /// `value`: NULL or valid for a write.
 pub unsafe fn work_count(id: u64, value: *mut u64) -> i32 {
-    boundary(|| {
-        non_null(value)?;
-        let v = rt().work_count(InterpreterId::from_raw(id))?;
-        // SAFETY: caller's contract.
-        unsafe { put(value, v) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { out_param(value, || rt().work_count(InterpreterId::from_raw(id))) }
 }
 
 /// Body of `*_is_attached(uint64_t id)`: 1 or 0 (never an error).
@@ -317,13 +317,8 @@ pub fn scratch_set(v: u64) -> i32 {
 /// # Safety
 /// `v`: NULL or valid for a write.
 pub unsafe fn scratch_get(v: *mut u64) -> i32 {
-    boundary(|| {
-        non_null(v)?;
-        let x = rt().scratch()?;
-        // SAFETY: caller's contract.
-        unsafe { put(v, x) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { out_param(v, || rt().scratch()) }
 }
 
 /// Body of `*_fail_allocations(uint32_t skip, uint32_t fail)`.
@@ -336,13 +331,8 @@ pub fn fail_allocations(skip: u32, fail: u32) {
 /// # Safety
 /// `out`: NULL or valid for a write.
 pub unsafe fn diagnostics(out: *mut Diagnostics) -> i32 {
-    boundary(|| {
-        non_null(out)?;
-        let c = rt().diagnostics();
-        // SAFETY: caller's contract.
-        unsafe { put(out, c) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { out_param(out, || Ok(rt().diagnostics())) }
 }
 
 /// The signature of a fatal-error hook: `code` and its static message.

@@ -66,13 +66,13 @@ fn from_ptr(ts: *mut ThreadState) -> Result<ThreadStateId, Error> {
 /// `ts` must be NULL or valid for writing a `TSA_ThreadState *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_new(interp: u64, ts: *mut *mut ThreadState) -> c_int {
-    c_abi::boundary(|| {
-        c_abi::non_null(ts)?;
-        let id = Runtime::global().new_thread_state(InterpreterId::from_raw(interp))?;
-        // SAFETY: caller's contract.
-        unsafe { c_abi::put(ts, to_ptr(id)) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        c_abi::out_param(ts, || {
+            let id = Runtime::global().new_thread_state(InterpreterId::from_raw(interp))?;
+            Ok(to_ptr(id))
+        })
+    }
 }
 
 /// Attaches `ts` inside a new span: the span holds its interpreter open
@@ -148,9 +148,6 @@ pub unsafe extern "C" fn tsa_get(ts: *mut *mut ThreadState) -> c_int {
 /// `msg` must be NULL or valid for writing a `const char *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_get_error_message(code: c_int, msg: *mut *const c_char) -> c_int {
-    c_abi::boundary(|| {
-        // SAFETY: caller's contract.
-        unsafe { c_abi::put(msg, c_abi::error_message(code)) }?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::out_param(msg, || Ok(c_abi::error_message(code))) }
 }
