@@ -521,17 +521,14 @@ fn report(a: &Args) {
     )
     .unwrap();
     writeln!(out, "| design | case | one operation | median ns | min | max | × mutex | CPython same case | × CPython |\n{}", sep(9)).unwrap();
-    for m in lat
-        .iter()
-        .filter(|m| ["ensure", "handle", "activate"].contains(&m.facade))
-    {
-        let cp = find(&lat, "cpython", m.case);
+    // One row per design case, against CPython's row for `cp_case`; the D
+    // rows reuse each design's C measurement (see the `what` texts).
+    let mut row = |m: &Measurement, case: &str, what: &str, cp_case: &str| {
+        let cp = find(&lat, "cpython", cp_case);
         writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            "| {} | {case} | {what} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
             m.facade,
-            m.case,
-            m.what,
             m.median_ns,
             m.min_ns,
             m.max_ns,
@@ -543,28 +540,20 @@ fn report(a: &Args) {
             ))
         )
         .unwrap();
+    };
+    let designs = ["ensure", "handle", "activate"];
+    for m in lat.iter().filter(|m| designs.contains(&m.facade)) {
+        row(m, m.case, m.what, m.case);
     }
-    for d in ["ensure", "handle"] {
+    for d in designs {
+        let what = if d == "activate" {
+            "New + Activate + Deactivate + Delete (= its C row)"
+        } else {
+            "closest equivalent of create+attach+detach+delete: the C row (the kept thread state is reset, not re-created)"
+        };
         if let Some(c) = find(&lat, d, "C") {
-            writeln!(
-                out,
-                "| {d} | D | closest equivalent of create+attach+detach+delete: the C row (the kept thread state is reset, not re-created) | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
-                c.median_ns, c.min_ns, c.max_ns, c.ratio,
-                fmt_ratio(&find(&lat, "cpython", "D")),
-                find(&lat, "cpython", "D").map_or("—".into(), |x| format!("{:.2}", c.median_ns / x.median_ns))
-            )
-            .unwrap();
+            row(&c, "D", what, "D");
         }
-    }
-    if let Some(c) = find(&lat, "activate", "C") {
-        writeln!(
-            out,
-            "| activate | D | New + Activate + Deactivate + Delete (= its C row) | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
-            c.median_ns, c.min_ns, c.max_ns, c.ratio,
-            fmt_ratio(&find(&lat, "cpython", "D")),
-            find(&lat, "cpython", "D").map_or("—".into(), |x| format!("{:.2}", c.median_ns / x.median_ns))
-        )
-        .unwrap();
     }
     writeln!(
         out,

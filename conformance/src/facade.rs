@@ -204,8 +204,11 @@ impl Facade for Ensure {
     }
     fn leave(_: ()) -> Result<(), Code> {
         // `tse_release` is void: its misuse goes to the fatal-error hook,
-        // which the suite replaces with a recorder (instead of abort).
-        tstate_ffi_ensure::tse_set_fatal_hook(Some(record_hook));
+        // which the suite replaces, once, with a recorder (instead of abort).
+        static RECORDER: std::sync::Once = std::sync::Once::new();
+        RECORDER.call_once(|| {
+            tstate_ffi_ensure::tse_set_fatal_hook(Some(record_hook));
+        });
         HOOK_CODE.with(|c| c.set(0));
         tstate_ffi_ensure::tse_release();
         match HOOK_CODE.with(|c| c.replace(0)) {

@@ -109,6 +109,27 @@ impl Tally {
     }
 }
 
+/// "Python work" on `id`, counting works on the stable interpreter.
+fn work_in<F: Facade>(t: &mut Tally, id: u64, stable: u64, what: &str) -> bool {
+    let ok = t.must(what, F::work(id));
+    if ok && id == stable {
+        t.stable_works += 1;
+    }
+    ok
+}
+
+/// An inner span on `id`: enter (a refusal is tallied), work, leave.
+fn inner_span<F: Facade>(t: &mut Tally, id: u64, stable: u64, what: &str) {
+    t.ops += 1;
+    match F::enter(id) {
+        Ok(s) => {
+            work_in::<F>(t, id, stable, what);
+            t.must(what, F::leave(s));
+        }
+        Err(c) => t.refusal(what, c),
+    }
+}
+
 /// One worker step through facade `F`: enter a churned interpreter and do
 /// a random mix inside, or do the same on the stable one.
 fn step<F: Facade>(rng: &mut Rng, t: &mut Tally, slots: &[AtomicU64], stable: u64) {
@@ -123,36 +144,16 @@ fn step<F: Facade>(rng: &mut Rng, t: &mut Tally, slots: &[AtomicU64], stable: u6
         Err(c) => return t.refusal("enter", c),
     };
     let before = F::current();
-    if !t.must("work", F::work(target)) {
+    if !work_in::<F>(t, target, stable, "work") {
         return;
     }
-    if target == stable {
-        t.stable_works += 1;
-    }
     match rng.below(4) {
-        0 => {
-            // nested
-            t.ops += 1;
-            if let Ok(s) = F::enter(target).map_err(|c| t.refusal("nested enter", c)) {
-                t.must("nested work", F::work(target));
-                if target == stable {
-                    t.stable_works += 1;
-                }
-                t.must("nested leave", F::leave(s));
-            }
-        }
+        0 => inner_span::<F>(t, target, stable, "nested"),
         1 => {
             // nogil section with a re-entry
             if let Ok(saved) = F::save() {
                 t.ops += 1;
-                t.ops += 1;
-                if let Ok(s) = F::enter(target).map_err(|c| t.refusal("re-entry", c)) {
-                    t.must("re-entry work", F::work(target));
-                    if target == stable {
-                        t.stable_works += 1;
-                    }
-                    t.must("re-entry leave", F::leave(s));
-                }
+                inner_span::<F>(t, target, stable, "re-entry");
                 t.must("restore", F::restore(saved));
             }
         }
@@ -163,14 +164,7 @@ fn step<F: Facade>(rng: &mut Rng, t: &mut Tally, slots: &[AtomicU64], stable: u6
             } else {
                 stable
             };
-            t.ops += 1;
-            if let Ok(s) = F::enter(other).map_err(|c| t.refusal("switch", c)) {
-                t.must("switched work", F::work(other));
-                if other == stable {
-                    t.stable_works += 1;
-                }
-                t.must("switch back", F::leave(s));
-            }
+            inner_span::<F>(t, other, stable, "switch");
         }
         _ => {}
     }
