@@ -1,5 +1,5 @@
 //! Generated files are current: each facade's `src/shared.rs` (rendered
-//! from `core/templates/shared_abi.rs.in`) and its C header (cbindgen, the
+//! from `conformance/templates/shared_abi.rs.in`) and its C header (cbindgen, the
 //! version pinned by Cargo.lock). `TSTATE_BLESS=1` rewrites them instead of
 //! failing. Each header also compiles alone as C11 and C++17 with
 //! `-Wall -Wextra -Werror -pedantic`.
@@ -44,6 +44,15 @@ fn check_file(path: &Path, want: &str) -> Result<(), String> {
     ))
 }
 
+/// Renders the shared part of a facade (`src/shared.rs`) from the one
+/// template, for facade `name` (`"ensure"`) with C prefix `prefix` (`"tse"`).
+fn render_shared_abi(name: &str, prefix: &str) -> String {
+    include_str!("../templates/shared_abi.rs.in")
+        .replace("__p__", prefix)
+        .replace("__P__", &prefix.to_ascii_uppercase())
+        .replace("__f__", name)
+}
+
 fn header_path(name: &str) -> PathBuf {
     workspace().join(format!("ffi-{name}/include/tstate_{name}.h"))
 }
@@ -53,7 +62,7 @@ fn shared_abi_sources_are_current() {
     let errs: Vec<String> = FACADES
         .iter()
         .filter_map(|(name, prefix)| {
-            let want = tstate_core::c_abi::render_shared_abi(name, prefix);
+            let want = render_shared_abi(name, prefix);
             check_file(
                 &workspace().join(format!("ffi-{name}/src/shared.rs")),
                 &want,

@@ -1,4 +1,4 @@
-//! What the three C facades share, so that each exported function is a
+//! What the C facades share, so that each exported function is a
 //! one-line translation: the panic boundary, pointer checks, the C-layout
 //! report types, and the bodies of the runtime functions every header offers
 //! (main interpreter, create, finalize, save/restore, work, the attached
@@ -13,15 +13,62 @@
 //!   written only on success;
 //! * a panic never crosses the boundary: it becomes `Panic` (-11).
 
+use crate::cpython::CPython;
 use crate::error::{Error, Result};
+use crate::model::Model;
 use crate::runtime::Runtime;
 use crate::types::{
-    Diagnostics, InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId,
+    BackendKind, Diagnostics, InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId,
 };
 use std::ffi::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+/// The process-wide runtime every facade's C functions act on: one per
+/// process (and per loaded copy of the library).
+pub enum Global {
+    /// The model (no libpython in the process, or `TSTATE_BACKEND=model`).
+    Model(Runtime<Model>),
+    /// Real CPython (a libpython is loaded, or `TSTATE_BACKEND=cpython`).
+    CPython(&'static Runtime<CPython>),
+    /// `TSTATE_BACKEND=cpython` without a usable libpython: every call
+    /// answers `Unsupported`.
+    Unavailable,
+}
+
+/// The process-wide runtime, chosen on first use: `TSTATE_BACKEND=model`
+/// or `=cpython` if set, else CPython when a libpython 3.9+ is loaded in
+/// the process (an extension module, an embedder), else the model.
+pub fn global() -> &'static Global {
+    static GLOBAL: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        let cpython = || Runtime::<CPython>::global().map(Global::CPython);
+        match std::env::var("TSTATE_BACKEND").as_deref() {
+            Ok("model") => Global::Model(Runtime::new()),
+            Ok("cpython") => cpython().unwrap_or(Global::Unavailable),
+            _ if crate::cpython::ffi::present() => {
+                cpython().unwrap_or_else(|_| Global::Model(Runtime::new()))
+            }
+            _ => Global::Model(Runtime::new()),
+        }
+    })
+}
+
+/// Runs `$body` with `$rt` bound to the process-wide runtime of whichever
+/// backend it is (the body is compiled once per backend); `Unavailable`
+/// gives `Err(Unsupported)`.
+#[macro_export]
+macro_rules! with_global {
+    ($rt:ident => $body:expr) => {
+        match $crate::c_abi::global() {
+            $crate::c_abi::Global::Model($rt) => $body,
+            $crate::c_abi::Global::CPython($rt) => $body,
+            $crate::c_abi::Global::Unavailable => Err($crate::Error::Unsupported),
+        }
+    };
+}
+pub use with_global;
 
 /// Panics still to inject at the next boundaries (test hook).
 static INJECT_PANICS: AtomicU32 = AtomicU32::new(0);
@@ -125,10 +172,6 @@ pub fn non_null<T>(p: *const T) -> Result<()> {
     }
 }
 
-fn rt() -> &'static Runtime {
-    Runtime::global()
-}
-
 /// A timeout in milliseconds from C: negative = wait without bound.
 fn timeout(ms: i64) -> Option<Duration> {
     u64::try_from(ms).ok().map(Duration::from_millis)
@@ -150,13 +193,37 @@ pub struct CHolder {
     pub held_for_us: u64,
 }
 
+/// Body of `*_initialize(void)`.
+pub fn initialize() -> i32 {
+    boundary(|| with_global!(rt => rt.initialize().map(|_| 0)))
+}
+
 /// Body of `*_main_interpreter(uint64_t *out)`.
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
 pub unsafe fn main_interpreter(out: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(out, || rt().main_interpreter().map(InterpreterId::as_raw)) }
+    unsafe {
+        out_param(
+            out,
+            || with_global!(rt => rt.main_interpreter().map(InterpreterId::as_raw)),
+        )
+    }
+}
+
+/// Body of `*_current_interpreter(uint64_t *out)`.
+///
+/// # Safety
+/// `out`: NULL or valid for a write.
+pub unsafe fn current_interpreter(out: *mut u64) -> i32 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        out_param(
+            out,
+            || with_global!(rt => rt.current_interpreter().map(InterpreterId::as_raw)),
+        )
+    }
 }
 
 /// Body of `*_create_interpreter(uint32_t mode, uint64_t *out)`.
@@ -168,7 +235,7 @@ pub unsafe fn create_interpreter(mode: u32, out: *mut u64) -> i32 {
     unsafe {
         out_param(out, || {
             let mode = LockMode::from_raw(mode).ok_or(Error::InvalidArgument)?;
-            rt().create_interpreter(mode).map(InterpreterId::as_raw)
+            with_global!(rt => rt.create_interpreter(mode).map(InterpreterId::as_raw))
         })
     }
 }
@@ -176,25 +243,83 @@ pub unsafe fn create_interpreter(mode: u32, out: *mut u64) -> i32 {
 /// Body of `*_interpreter_state(uint64_t id)`: 0 running, 1 finalizing.
 pub fn interpreter_state(id: u64) -> i32 {
     boundary(|| {
-        Ok(match rt().interpreter_state(InterpreterId::from_raw(id))? {
-            InterpreterState::Running => 0,
-            InterpreterState::Finalizing => 1,
-        })
+        Ok(
+            match with_global!(rt => rt.interpreter_state(InterpreterId::from_raw(id)))? {
+                InterpreterState::Running => 0,
+                InterpreterState::Finalizing => 1,
+            },
+        )
     })
 }
 
 /// Body of `*_finalize(uint64_t id, int64_t timeout_ms)`.
 pub fn finalize(id: u64, timeout_ms: i64) -> i32 {
     boundary(|| {
-        rt().finalize(InterpreterId::from_raw(id), timeout(timeout_ms))?;
+        with_global!(rt => rt.finalize(InterpreterId::from_raw(id), timeout(timeout_ms)).map_err(|e| e.error))?;
         Ok(0)
     })
+}
+
+/// Body of `*_finalize_report(id, timeout_ms, buf, cap, *count)`: as
+/// `finalize`; when it returns `TIMEOUT`, up to `cap` holders are written
+/// to `buf` and their number to `*count` (0 otherwise). `buf` may be NULL
+/// when `cap` is 0.
+///
+/// # Safety
+/// `buf`: valid for `cap` writes (or NULL with `cap == 0`); `count`: NULL or
+/// valid for a write.
+pub unsafe fn finalize_report(
+    id: u64,
+    timeout_ms: i64,
+    buf: *mut CHolder,
+    cap: usize,
+    count: *mut usize,
+) -> i32 {
+    boundary(|| {
+        non_null(count)?;
+        if cap > 0 {
+            non_null(buf)?;
+        }
+        let r = with_global!(rt => Ok::<_, Error>(rt.finalize(InterpreterId::from_raw(id), timeout(timeout_ms))))?;
+        let holders = match &r {
+            Err(e) => e.holders.as_slice(),
+            Ok(()) => &[],
+        };
+        // SAFETY: caller's contract.
+        unsafe { write_holders(holders, buf, cap, count) }?;
+        r.map(|()| 0).map_err(|e| e.error)
+    })
+}
+
+/// Writes up to `cap` of `hs` to `buf` and their total number to `*count`.
+///
+/// # Safety
+/// As [`finalize_report`].
+unsafe fn write_holders(
+    hs: &[crate::Holder],
+    buf: *mut CHolder,
+    cap: usize,
+    count: *mut usize,
+) -> Result<()> {
+    for (i, h) in hs.iter().take(cap).enumerate() {
+        let c = CHolder {
+            thread_number: h.thread_number,
+            os_thread_id: h.os_thread_id,
+            kind: u32::from(h.kind == SpanKind::Activate),
+            spans: h.spans,
+            held_for_us: u64::try_from(h.held_for.as_micros()).unwrap_or(u64::MAX),
+        };
+        // SAFETY: i < cap and buf is valid for cap writes (contract).
+        unsafe { buf.add(i).write(c) };
+    }
+    // SAFETY: caller's contract.
+    unsafe { put(count, hs.len()) }
 }
 
 /// Body of `*_finalize_all(int64_t timeout_ms)`.
 pub fn finalize_all(timeout_ms: i64) -> i32 {
     boundary(|| {
-        rt().finalize_all(timeout(timeout_ms))?;
+        with_global!(rt => rt.finalize_all(timeout(timeout_ms)).map_err(|e| e.error))?;
         Ok(0)
     })
 }
@@ -212,20 +337,9 @@ pub unsafe fn holders(id: u64, buf: *mut CHolder, cap: usize, count: *mut usize)
         if cap > 0 {
             non_null(buf)?;
         }
-        let hs = rt().holders(InterpreterId::from_raw(id))?;
-        for (i, h) in hs.iter().take(cap).enumerate() {
-            let c = CHolder {
-                thread_number: h.thread_number,
-                os_thread_id: h.os_thread_id,
-                kind: u32::from(h.kind == SpanKind::Activate),
-                spans: h.spans,
-                held_for_us: u64::try_from(h.held_for.as_micros()).unwrap_or(u64::MAX),
-            };
-            // SAFETY: i < cap and buf is valid for cap writes (contract).
-            unsafe { buf.add(i).write(c) };
-        }
+        let hs = with_global!(rt => rt.holders(InterpreterId::from_raw(id)))?;
         // SAFETY: caller's contract.
-        unsafe { put(count, hs.len()) }?;
+        unsafe { write_holders(&hs, buf, cap, count) }?;
         Ok(0)
     })
 }
@@ -236,13 +350,18 @@ pub unsafe fn holders(id: u64, buf: *mut CHolder, cap: usize, count: *mut usize)
 /// `out`: NULL or valid for a write.
 pub unsafe fn save_thread(out: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(out, || rt().save().map(ThreadStateId::as_raw)) }
+    unsafe {
+        out_param(
+            out,
+            || with_global!(rt => rt.save().map(ThreadStateId::as_raw)),
+        )
+    }
 }
 
 /// Body of `*_restore_thread(uint64_t ts)`.
 pub fn restore_thread(ts: u64) -> i32 {
     boundary(|| {
-        rt().restore(ThreadStateId::from_raw(ts))?;
+        with_global!(rt => rt.restore(ThreadStateId::from_raw(ts)))?;
         Ok(0)
     })
 }
@@ -253,7 +372,7 @@ pub fn restore_thread(ts: u64) -> i32 {
 /// `value`: NULL or valid for a write.
 pub unsafe fn work(id: u64, value: *mut u64) -> i32 {
     boundary(|| {
-        let v = rt().work(InterpreterId::from_raw(id))?;
+        let v = with_global!(rt => rt.work(InterpreterId::from_raw(id)))?;
         if !value.is_null() {
             // SAFETY: non-NULL; validity is the caller's contract.
             unsafe { value.write(v) };
@@ -268,13 +387,21 @@ pub unsafe fn work(id: u64, value: *mut u64) -> i32 {
 /// `value`: NULL or valid for a write.
 pub unsafe fn work_count(id: u64, value: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(value, || rt().work_count(InterpreterId::from_raw(id))) }
+    unsafe {
+        out_param(
+            value,
+            || with_global!(rt => rt.work_count(InterpreterId::from_raw(id))),
+        )
+    }
 }
 
 /// Body of `*_is_attached(uint64_t id)`: 1 or 0 (never an error).
 pub fn is_attached(id: u64) -> i32 {
     boundary_or(0, || {
-        i32::from(rt().is_attached(InterpreterId::from_raw(id)))
+        i32::from(
+            with_global!(rt => Ok::<_, Error>(rt.is_attached(InterpreterId::from_raw(id))))
+                .unwrap_or(false),
+        )
     })
 }
 
@@ -285,7 +412,7 @@ pub fn is_attached(id: u64) -> i32 {
 /// # Safety
 /// Each pointer: NULL or valid for a write.
 pub unsafe fn current(ts: *mut u64, interp: *mut u64) -> i32 {
-    boundary(|| match rt().current() {
+    boundary(|| match with_global!(rt => Ok::<_, Error>(rt.current()))? {
         None => Ok(0),
         Some((t, i)) => {
             if !ts.is_null() {
@@ -309,7 +436,7 @@ pub fn error_message(code: i32) -> *const c_char {
 
 /// Body of `*_scratch_set(uint64_t v)`.
 pub fn scratch_set(v: u64) -> i32 {
-    boundary(|| rt().set_scratch(v).map(|()| 0))
+    boundary(|| with_global!(rt => rt.set_scratch(v)).map(|()| 0))
 }
 
 /// Body of `*_scratch_get(uint64_t *v)`.
@@ -318,12 +445,17 @@ pub fn scratch_set(v: u64) -> i32 {
 /// `v`: NULL or valid for a write.
 pub unsafe fn scratch_get(v: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(v, || rt().scratch()) }
+    unsafe { out_param(v, || with_global!(rt => rt.scratch())) }
 }
 
 /// Body of `*_fail_allocations(uint32_t skip, uint32_t fail)`.
 pub fn fail_allocations(skip: u32, fail: u32) {
-    boundary_or((), || rt().fail_allocations(skip, fail));
+    boundary_or((), || {
+        let _ = with_global!(rt => {
+            rt.fail_allocations(skip, fail);
+            Ok::<_, Error>(())
+        });
+    });
 }
 
 /// Body of `*_diagnostics(Diagnostics *out)`.
@@ -332,7 +464,63 @@ pub fn fail_allocations(skip: u32, fail: u32) {
 /// `out`: NULL or valid for a write.
 pub unsafe fn diagnostics(out: *mut Diagnostics) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(out, || Ok(rt().diagnostics())) }
+    unsafe { out_param(out, || with_global!(rt => Ok(rt.diagnostics()))) }
+}
+
+/// Which backend a facade runs on, and with which CPython (C layout).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CBackendInfo {
+    /// 0 = the model, 1 = CPython.
+    pub kind: u32,
+    /// CPython's major version (0 on the model).
+    pub python_major: u32,
+    /// CPython's minor version (0 on the model).
+    pub python_minor: u32,
+    /// Lock modes this backend can create: bit `1 << mode` for each
+    /// `LOCK_*` mode.
+    pub lock_modes: u32,
+}
+
+/// Body of `*_backend_info(BackendInfo *out)`.
+///
+/// # Safety
+/// `out`: NULL or valid for a write.
+pub unsafe fn backend_info(out: *mut CBackendInfo) -> i32 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        out_param(out, || {
+            with_global!(rt => {
+                let (python_major, python_minor) = match rt.backend_kind() {
+                    BackendKind::Model => (0, 0),
+                    BackendKind::CPython => crate::c_abi::python_version(),
+                };
+                let mut lock_modes = 0;
+                for m in [LockMode::Own, LockMode::SharedWithMain, LockMode::None] {
+                    if rt.supports(m).is_ok() {
+                        lock_modes |= 1 << (m as u32);
+                    }
+                }
+                Ok(CBackendInfo { kind: rt.backend_kind() as u32, python_major, python_minor, lock_modes })
+            })
+        })
+    }
+}
+
+fn python_version() -> (u32, u32) {
+    Runtime::<CPython>::global().map_or((0, 0), |r| r.python_version())
+}
+
+/// Body of `*_set_exit_bound(int64_t ms)`: the bound on the wait of a
+/// finalization CPython starts (negative: the default, 5,000 ms). The model
+/// has no such finalization: accepted, no effect.
+pub fn set_exit_bound(ms: i64) -> i32 {
+    boundary(|| {
+        if let Global::CPython(rt) = global() {
+            rt.set_exit_bound(Duration::from_millis(u64::try_from(ms).unwrap_or(5_000)));
+        }
+        Ok(0)
+    })
 }
 
 /// The signature of a fatal-error hook: `code` and its static message.
@@ -386,26 +574,18 @@ impl FatalHookCell {
     }
 }
 
-/// Renders the shared part of a facade (`src/shared.rs`) from the one
-/// template, for facade `name` (`"ensure"`) with C prefix `prefix`
-/// (`"tse"`). The facades' generated files are checked against this by
-/// `conformance/tests/generated.rs`.
-pub fn render_shared_abi(name: &str, prefix: &str) -> String {
-    include_str!("../templates/shared_abi.rs.in")
-        .replace("__p__", prefix)
-        .replace("__P__", &prefix.to_ascii_uppercase())
-        .replace("__f__", name)
-}
-
 /// A facade's shared runtime functions as a table of its exported C
 /// functions, so a Rust driver (the conformance suite) can call any facade
 /// through its C ABI. Each facade exports one as `SHARED_ABI`.
 #[allow(missing_docs)]
 pub struct SharedAbi {
+    pub initialize: extern "C" fn() -> c_int,
     pub main_interpreter: unsafe extern "C" fn(*mut u64) -> c_int,
+    pub current_interpreter: unsafe extern "C" fn(*mut u64) -> c_int,
     pub create_interpreter: unsafe extern "C" fn(u32, *mut u64) -> c_int,
     pub interpreter_state: extern "C" fn(u64) -> c_int,
     pub finalize: extern "C" fn(u64, i64) -> c_int,
+    pub finalize_report: unsafe extern "C" fn(u64, i64, *mut CHolder, usize, *mut usize) -> c_int,
     pub finalize_all: extern "C" fn(i64) -> c_int,
     pub holders: unsafe extern "C" fn(u64, *mut CHolder, usize, *mut usize) -> c_int,
     pub save_thread: unsafe extern "C" fn(*mut u64) -> c_int,
@@ -420,4 +600,6 @@ pub struct SharedAbi {
     pub fail_allocations: extern "C" fn(u32, u32),
     pub inject_panics: extern "C" fn(u32),
     pub diagnostics: unsafe extern "C" fn(*mut Diagnostics) -> c_int,
+    pub backend_info: unsafe extern "C" fn(*mut CBackendInfo) -> c_int,
+    pub set_exit_bound: extern "C" fn(i64) -> c_int,
 }

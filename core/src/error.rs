@@ -20,6 +20,7 @@ use std::ffi::CStr;
 /// | -9 | [`Busy`](Error::Busy) | object still in use (active, saved, already finalizing) |
 /// | -10 | [`Timeout`](Error::Timeout) | finalize's bound passed while spans were open |
 /// | -11 | [`Panic`](Error::Panic) | a panic was caught at the C boundary |
+/// | -12 | [`Unsupported`](Error::Unsupported) | this backend (or this CPython) cannot do it |
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[repr(i32)]
@@ -62,6 +63,11 @@ pub enum Error {
     /// A panic was caught before it could cross the C ABI.
     #[error("internal panic caught at the C boundary")]
     Panic = -11,
+    /// The backend cannot do this: a lock mode the running CPython lacks
+    /// (own lock before 3.12, no lock without a free-threaded build), a
+    /// combination the model refuses, or fault injection inside CPython.
+    #[error("unsupported by this backend")]
+    Unsupported = -12,
 }
 
 /// `Result` with this crate's [`Error`].
@@ -69,7 +75,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Every kind, in code order (for tables, tests and message checks).
-    pub const ALL: [Error; 11] = [
+    pub const ALL: [Error; 12] = [
         Error::NoMemory,
         Error::Finalizing,
         Error::NoSuchInterpreter,
@@ -81,6 +87,7 @@ impl Error {
         Error::Busy,
         Error::Timeout,
         Error::Panic,
+        Error::Unsupported,
     ];
 
     /// The stable negative code of this kind.
@@ -107,6 +114,7 @@ impl Error {
             Error::Busy => c"busy: still in use",
             Error::Timeout => c"timed out: spans still open",
             Error::Panic => c"internal panic caught at the C boundary",
+            Error::Unsupported => c"unsupported by this backend",
         }
     }
 
@@ -131,7 +139,7 @@ mod tests {
             assert_eq!(Error::from_code(e.code()), Some(*e));
         }
         assert_eq!(Error::from_code(0), None);
-        assert_eq!(Error::from_code(-12), None);
+        assert_eq!(Error::from_code(-13), None);
     }
 
     #[test]

@@ -1,15 +1,19 @@
-//! # tstate-core — a runtime model of CPython's thread states
+//! # tstate-core — one machine for attaching native threads to interpreters
 //!
 //! The semantics every tstate facade shares, held to the project's
-//! behavioural contract (`../shared/design/CONTRACT.md`): interpreters
-//! addressed by generational `u64` ids, per-interpreter locks (own, shared
-//! with main, none), thread states bound to OS threads, attach/detach, and a
+//! behavioural contract (`docs/contract.md`): interpreters addressed by
+//! generational `u64` ids, per-interpreter locks (own, shared with main,
+//! none), thread states bound to OS threads, attach/detach, and a
 //! finalization that refuses new work atomically and waits for open spans.
 //!
-//! The facades (`tstate-ffi-ensure`, `tstate-ffi-handle`,
-//! `tstate-ffi-activate`) only translate calls and errors; every rule is
-//! here, once. See `docs/architecture.md` for the objects, their states and
-//! the gate protocol.
+//! One machine — ids, the gate, spans and frames, the per-thread context,
+//! nesting and restore, thread-exit cleanup, error codes, holder reports —
+//! over two backends ([`Backend`]): the [`Model`] (the reference,
+//! loom-checked) and, outside loom, real CPython 3.9–3.13 (`cpython`). The
+//! facades (`tstate-ffi-ensure`, `-handle`, `-activate`, `-guard`) only
+//! translate calls and errors. See `docs/architecture.md` for the objects,
+//! their states and the gate protocol, `docs/cpython-backend.md` for the
+//! CPython backend.
 //!
 //! ```
 //! use tstate_core::{Runtime, LockMode};
@@ -24,23 +28,39 @@
 //! assert_eq!(rt.current(), None);
 //! ```
 
+// Under loom only the model is built; CPython-only helpers go unused.
+#![cfg_attr(loom, allow(dead_code))]
+
+mod backend;
 #[cfg(not(loom))]
 pub mod c_abi;
+#[cfg(not(loom))]
+pub mod cpython;
 mod error;
+#[cfg(not(loom))]
+mod fork;
+mod gate;
 mod guard;
+mod ids;
 mod interp;
+mod model;
+mod registry;
 mod runtime;
 mod sync;
 mod thread;
 mod tstate;
 mod types;
 
+pub use backend::Backend;
+#[cfg(not(loom))]
+pub use cpython::CPython;
 pub use error::{Error, Result};
 pub use guard::{EnsureGuard, SaveGuard};
+pub use model::Model;
 pub use runtime::{FinalizeError, Runtime};
 pub use types::{
-    Diagnostics, Holder, InterpreterId, InterpreterState, LockMode, ReusePolicy, RuntimeOptions,
-    SpanKind, ThreadStateId, Ticket,
+    BackendKind, Diagnostics, Holder, InterpreterId, InterpreterState, LockMode, ReusePolicy,
+    RuntimeOptions, SpanKind, ThreadStateId, Ticket,
 };
 
 // Compile-time facts the C ABI and the design rely on.

@@ -2,15 +2,28 @@
 //! see `.ci/run`): every interleaving of the atomics, the slow mutex and the
 //! condition variable is explored up to the preemption bound
 //! (`LOOM_MAX_PREEMPTIONS`, 2 in CI).
+//!
+//! The interpreter's "Python data" is a `loom::cell::UnsafeCell` under loom
+//! (`sync::PyData`), so a model also fails when the lock's or the gate's
+//! memory orderings are too weak to order two threads' accesses to it —
+//! not only when the logic is wrong. `docs/reliability.md` shows every model
+//! here failing with `--cfg tstate_weak_orderings` (all gate and lock
+//! orderings `Relaxed`).
+//!
+//! Each model asserts a floor on the executions it explored (close to the
+//! count measured at `LOOM_MAX_PREEMPTIONS=2`), so a model that stops
+//! exploring (a refactor moving work out of the modelled primitives) fails
+//! instead of passing vacuously; and where a model has two outcomes, that
+//! both were reached.
 
+use crate::sync::Deadline;
 use crate::{Error, LockMode, Runtime};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Runs `f` under loom and returns how many executions it explored, so a
-/// model that stops exploring (e.g. after a refactor moves work out of the
-/// modelled primitives) fails instead of passing vacuously.
-fn explore(min_executions: usize, f: impl Fn() + Sync + Send + 'static) {
+/// Runs `f` under loom; fails unless at least `min_executions` were
+/// explored. Returns the count.
+fn explore(name: &str, min_executions: usize, f: impl Fn() + Sync + Send + 'static) -> usize {
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
     loom::model(move || {
@@ -18,18 +31,42 @@ fn explore(min_executions: usize, f: impl Fn() + Sync + Send + 'static) {
         f();
     });
     let n = runs.load(Ordering::Relaxed);
-    eprintln!("explored {n} executions");
-    assert!(n >= min_executions, "only {n} executions explored");
+    eprintln!("loom model {name}: explored {n} executions");
+    assert!(n >= min_executions, "{name}: only {n} executions explored");
+    n
+}
+
+/// Counts outcomes across executions (plain std atomics: outside the model).
+#[derive(Default)]
+struct Outcomes {
+    a: AtomicUsize,
+    b: AtomicUsize,
+}
+
+impl Outcomes {
+    fn both(&self, what: &str) {
+        let (a, b) = (
+            self.a.load(Ordering::Relaxed),
+            self.b.load(Ordering::Relaxed),
+        );
+        eprintln!("  {what}: {a} / {b}");
+        assert!(
+            a > 0 && b > 0,
+            "{what}: only one outcome reached ({a} / {b})"
+        );
+    }
 }
 
 /// (a) ensure racing finalize: the ensure is either refused with a
-/// documented code, or granted and its work done before finalize passes its
-/// point of no return; finalize never passes with a span open, and never
-/// sleeps through the last release (a lost wake-up would deadlock, which
-/// loom reports).
+/// documented code (and did no work), or granted and its work done before
+/// finalize passes its point of no return; finalize never passes with a
+/// span open, and never sleeps through the last release (a lost wake-up
+/// would deadlock, which loom reports). Both outcomes occur.
 #[test]
 fn ensure_races_finalize() {
-    explore(2, || {
+    let seen = Arc::new(Outcomes::default());
+    let s = seen.clone();
+    explore("ensure_races_finalize", 520, move || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let rt2 = rt.clone();
@@ -49,16 +86,22 @@ fn ensure_races_finalize() {
         let d = rt.diagnostics();
         assert_eq!(d.work_after_finalize, 0);
         assert_eq!(d.open_holds, 0);
+        assert_eq!(d.thread_states, 0, "finalization freed every thread state");
         assert_eq!(rt.ensure(sub), Err(Error::NoSuchInterpreter));
-        let _ = granted;
+        if granted {
+            s.a.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.b.fetch_add(1, Ordering::Relaxed);
+        }
     });
+    seen.both("granted / refused");
 }
 
 /// (a') a holder that detached (save) inside its span re-attaches while the
 /// finalizer waits: finalize does not hold the lock, so the holder finishes.
 #[test]
 fn holder_reattaches_while_finalize_waits() {
-    explore(2, || {
+    explore("holder_reattaches_while_finalize_waits", 100, || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let t = rt.ensure(sub).unwrap();
@@ -73,44 +116,88 @@ fn holder_reattaches_while_finalize_waits() {
     });
 }
 
+/// (a'') the bound of a finalize passes at every point of its wait (a
+/// modelled timer): finalize returns Timeout while the holder is inside
+/// (the interpreter stays finalizing and refusing) or completes after it
+/// left; it never passes with the span open. Both outcomes occur.
+#[test]
+fn bounded_finalize_times_out_or_completes() {
+    let seen = Arc::new(Outcomes::default());
+    let s = seen.clone();
+    explore("bounded_finalize_times_out_or_completes", 500, move || {
+        let rt = Arc::new(Runtime::new());
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let t = rt.ensure(sub).unwrap();
+        let s2 = rt.save().unwrap();
+        let (deadline, timer) = Deadline::manual();
+        let rt2 = rt.clone();
+        let fin =
+            loom::thread::spawn(move || rt2.finalize_until(sub, &deadline).map_err(|e| e.error));
+        let tm = loom::thread::spawn(move || timer.fire());
+        rt.restore(s2).unwrap();
+        rt.work(sub).unwrap();
+        rt.release_ticket(t).unwrap();
+        tm.join().unwrap();
+        match fin.join().unwrap() {
+            Ok(()) => {
+                s.a.fetch_add(1, Ordering::Relaxed);
+                assert_eq!(rt.ensure(sub), Err(Error::NoSuchInterpreter));
+            }
+            Err(e) => {
+                assert_eq!(e, Error::Timeout);
+                s.b.fetch_add(1, Ordering::Relaxed);
+                assert_eq!(rt.ensure(sub), Err(Error::Finalizing));
+                rt.finalize(sub, None).unwrap();
+            }
+        }
+        assert_eq!(rt.diagnostics().work_after_finalize, 0);
+    });
+    seen.both("completed / timed out");
+}
+
 /// (b) a thread attached to A switches to B while B is finalized: the
 /// switch is granted or refused, and A is attached again afterwards in
 /// every interleaving.
 #[test]
-fn switch_races_finalize_of_the_other_interpreter() {
-    explore(2, || {
-        let rt = Arc::new(Runtime::new());
-        let a = rt.create_interpreter(LockMode::Own).unwrap();
-        let b = rt.create_interpreter(LockMode::Own).unwrap();
-        let rt2 = rt.clone();
-        let th = loom::thread::spawn(move || {
-            let ta = rt2.ensure(a).unwrap();
-            let before = rt2.current();
-            match rt2.ensure(b) {
-                Ok(t) => {
-                    rt2.work(b).unwrap();
-                    rt2.release_ticket(t).unwrap();
+fn switch_races_finalization_of_the_other_interpreter() {
+    explore(
+        "switch_races_finalization_of_the_other_interpreter",
+        1_100,
+        || {
+            let rt = Arc::new(Runtime::new());
+            let a = rt.create_interpreter(LockMode::Own).unwrap();
+            let b = rt.create_interpreter(LockMode::Own).unwrap();
+            let rt2 = rt.clone();
+            let th = loom::thread::spawn(move || {
+                let ta = rt2.ensure(a).unwrap();
+                let before = rt2.current();
+                match rt2.ensure(b) {
+                    Ok(t) => {
+                        rt2.work(b).unwrap();
+                        rt2.release_ticket(t).unwrap();
+                    }
+                    Err(e) => assert!(matches!(e, Error::Finalizing | Error::NoSuchInterpreter)),
                 }
-                Err(e) => assert!(matches!(e, Error::Finalizing | Error::NoSuchInterpreter)),
-            }
-            assert_eq!(rt2.current(), before);
-            rt2.work(a).unwrap();
-            rt2.release_ticket(ta).unwrap();
-        });
-        rt.finalize(b, None).unwrap();
-        th.join().unwrap();
-        assert_eq!(rt.diagnostics().work_after_finalize, 0);
-    });
+                assert_eq!(rt2.current(), before);
+                rt2.work(a).unwrap();
+                rt2.release_ticket(ta).unwrap();
+            });
+            rt.finalize(b, None).unwrap();
+            th.join().unwrap();
+            assert_eq!(rt.diagnostics().work_after_finalize, 0);
+        },
+    );
 }
 
-/// (c) mutual exclusion of a per-interpreter lock: the racy work counter
-/// loses no update and no thread sees another inside.
-fn exclusion(threads: usize, mode: LockMode) {
-    explore(2, move || {
+/// (c) mutual exclusion of a lock: the racy work counter loses no update
+/// and loom sees no unordered access to the interpreter's data.
+fn exclusion(name: &str, floor: usize, ids: fn(&Runtime) -> [crate::InterpreterId; 2]) {
+    explore(name, floor, move || {
         let rt = Arc::new(Runtime::new());
-        let id = rt.create_interpreter(mode).unwrap();
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
+        let pair = ids(&rt);
+        let hs: Vec<_> = pair
+            .into_iter()
+            .map(|id| {
                 let rt = rt.clone();
                 loom::thread::spawn(move || {
                     let t = rt.ensure(id).unwrap();
@@ -122,17 +209,166 @@ fn exclusion(threads: usize, mode: LockMode) {
         for h in hs {
             h.join().unwrap();
         }
-        assert_eq!(rt.work_count(id).unwrap(), threads as u64);
+        let total: u64 = if pair[0] == pair[1] {
+            rt.work_count(pair[0]).unwrap()
+        } else {
+            rt.work_count(pair[0]).unwrap() + rt.work_count(pair[1]).unwrap()
+        };
+        assert_eq!(total, 2);
         assert_eq!(rt.diagnostics().exclusion_violations, 0);
     });
 }
 
 #[test]
 fn mutual_exclusion_own_lock_2_threads() {
-    exclusion(2, LockMode::Own);
+    exclusion("mutual_exclusion_own_lock_2_threads", 165_000, |rt| {
+        let id = rt.create_interpreter(LockMode::Own).unwrap();
+        [id, id]
+    });
 }
 
+/// A subinterpreter sharing main's lock and main itself exclude each other
+/// (the data of both is touched under the one lock).
 #[test]
-fn mutual_exclusion_shared_lock_2_threads() {
-    exclusion(2, LockMode::SharedWithMain);
+fn mutual_exclusion_shared_lock_main_and_sub() {
+    exclusion("mutual_exclusion_shared_lock_main_and_sub", 37_000, |rt| {
+        let sub = rt.create_interpreter(LockMode::SharedWithMain).unwrap();
+        [rt.main_interpreter().unwrap(), sub]
+    });
+}
+
+/// (d) a thread that exits inside its span (its exit cleanup releases it)
+/// racing finalize: finalize completes in every interleaving (a dead
+/// thread never blocks it), and the thread's state is freed.
+#[test]
+fn thread_exit_with_open_span_races_finalize() {
+    explore("thread_exit_with_open_span_races_finalize", 130, || {
+        let rt = Arc::new(Runtime::new());
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let rt2 = rt.clone();
+        let th = loom::thread::spawn(move || {
+            if rt2.ensure(sub).is_ok() {
+                rt2.work(sub).unwrap();
+            } // exits without release
+        });
+        rt.finalize(sub, None).unwrap();
+        th.join().unwrap();
+        let d = rt.diagnostics();
+        assert_eq!((d.open_holds, d.thread_states), (0, 0));
+        assert_eq!(d.work_after_finalize, 0);
+    });
+}
+
+/// (e) new_thread_state + activate racing finalize: a thread state is
+/// refused or freed by the finalization — it never outlives its
+/// interpreter — and an activation is refused or finished before it.
+#[test]
+fn new_thread_state_and_activate_race_finalize() {
+    explore("new_thread_state_and_activate_race_finalize", 270, || {
+        let rt = Arc::new(Runtime::new());
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let (rt2, done) = (
+            rt.clone(),
+            Arc::new(loom::sync::atomic::AtomicBool::new(false)),
+        );
+        let d2 = done.clone();
+        let th = loom::thread::spawn(move || {
+            if let Ok(ts) = rt2.new_thread_state(sub) {
+                if rt2.activate(ts).is_ok() {
+                    rt2.work(sub).unwrap();
+                    rt2.deactivate(ts).unwrap();
+                }
+                // the thread stays alive (its record is not freed by exit
+                // cleanup) until the finalizer has checked
+                while !d2.load(loom::sync::atomic::Ordering::Acquire) {
+                    loom::thread::yield_now();
+                }
+                let _ = rt2.delete_thread_state(ts);
+            }
+        });
+        rt.finalize(sub, None).unwrap();
+        assert_eq!(
+            rt.diagnostics().thread_states,
+            0,
+            "outlived its interpreter"
+        );
+        done.store(true, loom::sync::atomic::Ordering::Release);
+        th.join().unwrap();
+        assert_eq!(rt.diagnostics().work_after_finalize, 0);
+    });
+}
+
+/// (f) finalizing one's own interpreter from inside a nested span, while
+/// another thread holds it: the finalizer waits for the other thread only,
+/// and its own span stack still unwinds afterwards.
+#[test]
+fn finalize_own_interpreter_from_a_nested_span() {
+    explore("finalize_own_interpreter_from_a_nested_span", 3_100, || {
+        let rt = Arc::new(Runtime::new());
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let rt2 = rt.clone();
+        let other = loom::thread::spawn(move || {
+            if let Ok(t) = rt2.ensure(sub) {
+                rt2.work(sub).unwrap();
+                rt2.release_ticket(t).unwrap();
+            }
+        });
+        let t1 = rt.ensure(sub).unwrap();
+        let t2 = rt.ensure(sub).unwrap();
+        rt.finalize(sub, None).unwrap();
+        assert_eq!(rt.release_ticket(t2), Ok(()));
+        assert_eq!(rt.release_ticket(t1), Ok(()));
+        assert_eq!(rt.current(), None);
+        other.join().unwrap();
+        assert_eq!(rt.diagnostics().work_after_finalize, 0);
+    });
+}
+
+/// (g) two finalizers of one interpreter: exactly one completes it; the
+/// other is told BUSY (it overlapped) or NO_SUCH_INTERPRETER (it came
+/// after); it is counted finalized once.
+#[test]
+fn two_concurrent_finalizers() {
+    explore("two_concurrent_finalizers", 70, || {
+        let rt = Arc::new(Runtime::new());
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let rt2 = rt.clone();
+        let th = loom::thread::spawn(move || rt2.finalize(sub, None).map_err(|e| e.error));
+        let mine = rt.finalize(sub, None).map_err(|e| e.error);
+        let theirs = th.join().unwrap();
+        let ok = usize::from(mine.is_ok()) + usize::from(theirs.is_ok());
+        assert_eq!(ok, 1, "{mine:?} {theirs:?}");
+        for r in [mine, theirs] {
+            assert!(matches!(
+                r,
+                Ok(()) | Err(Error::Busy | Error::NoSuchInterpreter)
+            ));
+        }
+        assert_eq!(rt.diagnostics().finalized, 1);
+    });
+}
+
+/// (h) finalizing main while a thread works in a subinterpreter: the
+/// subinterpreter is finalized first (so the thread's span there is
+/// waited for or refused), main after; no work in either once gone.
+#[test]
+fn finalize_main_with_a_subinterpreter_in_use() {
+    explore("finalize_main_with_a_subinterpreter_in_use", 900, || {
+        let rt = Arc::new(Runtime::new());
+        let main = rt.main_interpreter().unwrap();
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let rt2 = rt.clone();
+        let th = loom::thread::spawn(move || {
+            if let Ok(t) = rt2.ensure(sub) {
+                rt2.work(sub).unwrap();
+                rt2.release_ticket(t).unwrap();
+            }
+        });
+        rt.finalize(main, None).unwrap();
+        th.join().unwrap();
+        assert_eq!(rt.interpreter_state(sub), Err(Error::NoSuchInterpreter));
+        assert_eq!(rt.interpreter_state(main), Err(Error::NoSuchInterpreter));
+        let d = rt.diagnostics();
+        assert_eq!((d.work_after_finalize, d.finalized), (0, 2));
+    });
 }

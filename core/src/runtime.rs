@@ -1,247 +1,22 @@
-//! The runtime: registries of interpreters and thread states, finalization,
-//! fault injection and diagnostics; and the public API every facade calls.
+//! The public API every facade calls: [`Runtime`], over a backend.
+//!
+//! The top of the core: it calls the per-thread span machine
+//! (`thread.rs`) and the registry (`registry.rs`), which never call back up.
 
+use crate::backend::Backend;
+#[cfg(not(loom))]
+use crate::cpython::CPython;
 use crate::error::{Error, Result};
 use crate::interp::Interp;
-use crate::sync::{Arc, AtomicU8, AtomicU64, Instant, Mutex, Ordering};
+use crate::model::{Model, ModelInterp};
+use crate::registry::Registry;
+use crate::sync::{Arc, Deadline};
 use crate::thread::{self, with_ctx, with_existing};
-use crate::tstate::TState;
 use crate::types::{
-    Diagnostics, Holder, InterpKey, InterpreterId, InterpreterState, LockMode, RuntimeOptions,
-    ThreadStateId, Ticket, TsKey,
+    BackendKind, Diagnostics, Holder, InterpreterId, InterpreterState, LockMode, RuntimeOptions,
+    ThreadStateId, Ticket,
 };
-use slotmap::SlotMap;
 use std::time::Duration;
-
-/// Counters kept in [`Diagnostics`].
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) finalized: AtomicU64,
-    pub(crate) finalize_timeouts: AtomicU64,
-    pub(crate) exit_cleanups: AtomicU64,
-    pub(crate) exit_spans_closed: AtomicU64,
-    pub(crate) exit_thread_states_freed: AtomicU64,
-    pub(crate) injected_faults: AtomicU64,
-    pub(crate) exclusion_violations: AtomicU64,
-    pub(crate) work_after_finalize: AtomicU64,
-}
-
-/// Shared state of a runtime.
-pub(crate) struct Inner {
-    pub(crate) options: RuntimeOptions,
-    /// Interpreters; locked only to create, look up (a thread's first use
-    /// of an interpreter), finalize and report — never on ensure/release.
-    interps: Mutex<SlotMap<InterpKey, Arc<Interp>>>,
-    main: Mutex<Option<Arc<Interp>>>,
-    /// Thread states; locked only to create and delete them.
-    tstates: Mutex<SlotMap<TsKey, Arc<TState>>>,
-    /// Fault injection: high 32 bits = allocations still to let through,
-    /// low 32 bits = allocations to fail after those. 0 = off.
-    faults: AtomicU64,
-    /// 1 once the owning [`Runtime`] was dropped.
-    closed: AtomicU8,
-    pub(crate) counters: Counters,
-}
-
-impl Inner {
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) != 0
-    }
-
-    /// An allocation point: fails with `NoMemory` while faults are injected.
-    #[inline]
-    pub(crate) fn alloc_point(&self) -> Result<()> {
-        if self.faults.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        self.alloc_point_slow()
-    }
-
-    #[cold]
-    fn alloc_point_slow(&self) -> Result<()> {
-        let mut f = self.faults.load(Ordering::Relaxed);
-        while f != 0 {
-            let (skip, fail) = (f >> 32, f & 0xffff_ffff);
-            let next = if skip > 0 { f - (1 << 32) } else { f - 1 };
-            match self
-                .faults
-                .compare_exchange(f, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) if skip > 0 => return Ok(()),
-                Ok(_) => {
-                    debug_assert!(fail > 0);
-                    self.count(|c| &c.injected_faults);
-                    return Err(Error::NoMemory);
-                }
-                Err(x) => f = x,
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn count(&self, f: impl FnOnce(&Counters) -> &AtomicU64) {
-        f(&self.counters).fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn count_exit(&self, spans: u64, freed: u64) {
-        if spans + freed > 0 {
-            self.count(|c| &c.exit_cleanups);
-            self.counters
-                .exit_spans_closed
-                .fetch_add(spans, Ordering::Relaxed);
-            self.counters
-                .exit_thread_states_freed
-                .fetch_add(freed, Ordering::Relaxed);
-        }
-    }
-
-    /// Resolves an id; forged, unknown and gone ids give `NoSuchInterpreter`.
-    pub(crate) fn lookup(&self, id: InterpreterId) -> Result<Arc<Interp>> {
-        let key = id.key().ok_or(Error::NoSuchInterpreter)?;
-        let i = self
-            .interps
-            .lock()
-            .get(key)
-            .cloned()
-            .ok_or(Error::NoSuchInterpreter)?;
-        if i.is_gone() {
-            return Err(Error::NoSuchInterpreter);
-        }
-        Ok(i)
-    }
-
-    pub(crate) fn new_tstate(
-        &self,
-        interp: &Arc<Interp>,
-        owner: u64,
-        by_ensure: bool,
-    ) -> Result<Arc<TState>> {
-        self.alloc_point()?;
-        let mut map = self.tstates.lock();
-        map.try_reserve(1).map_err(|_| Error::NoMemory)?;
-        let key = map.insert_with_key(|k| {
-            Arc::new(TState::new(
-                ThreadStateId::from_key(k),
-                interp.clone(),
-                owner,
-                by_ensure,
-            ))
-        });
-        Ok(map[key].clone())
-    }
-
-    pub(crate) fn delete_tstate(&self, ts: &TState) {
-        ts.mark_deleted();
-        if let Some(k) = ts.id.key() {
-            self.tstates.lock().remove(k);
-        }
-    }
-
-    /// The owning thread number of a live thread state, if any.
-    pub(crate) fn tstate_owner(&self, id: ThreadStateId) -> Option<u64> {
-        let k = id.key()?;
-        self.tstates.lock().get(k).map(|t| t.owner)
-    }
-
-    fn main(&self) -> Result<Arc<Interp>> {
-        let mut main = self.main.lock();
-        if let Some(m) = main.as_ref().filter(|m| !m.is_gone()) {
-            return Ok(m.clone());
-        }
-        let mode = match self.options.main_lock {
-            LockMode::None => LockMode::None,
-            _ => LockMode::Own,
-        };
-        let m = self.insert_interp(mode, true, None)?;
-        *main = Some(m.clone());
-        Ok(m)
-    }
-
-    fn insert_interp(
-        &self,
-        mode: LockMode,
-        is_main: bool,
-        lock_owner: Option<Arc<Interp>>,
-    ) -> Result<Arc<Interp>> {
-        self.alloc_point()?;
-        let mut map = self.interps.lock();
-        if let Some(owner) = &lock_owner
-            && owner.is_finalizing()
-        {
-            return Err(Error::Finalizing);
-        }
-        map.try_reserve(1).map_err(|_| Error::NoMemory)?;
-        let key = map.insert_with_key(|k| {
-            Arc::new(Interp::new(
-                InterpreterId::from_key(k),
-                mode,
-                is_main,
-                lock_owner,
-            ))
-        });
-        Ok(map[key].clone())
-    }
-
-    fn create_interpreter(&self, mode: LockMode) -> Result<InterpreterId> {
-        let main = self.main()?;
-        // Every subinterpreter records main so that creation is refused once
-        // main finalizes; only SharedWithMain uses its lock.
-        let i = self.insert_interp(mode, false, Some(main))?;
-        Ok(i.id)
-    }
-
-    fn subinterpreters(&self) -> Vec<Arc<Interp>> {
-        self.interps
-            .lock()
-            .values()
-            .filter(|i| !i.is_main)
-            .cloned()
-            .collect()
-    }
-
-    /// Runs one finalization attempt on `interp`, whose `FINALIZING` bit the
-    /// caller already set with `begin_finalize`.
-    fn finalize_one(
-        this: &Arc<Self>,
-        interp: &Arc<Interp>,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(), FinalizeError> {
-        let (own, parked) = match with_existing(this, |c| (c.holds(interp), c.park_for_finalize()))
-        {
-            Some((own, parked)) => (own, Some(parked)),
-            None => (false, None),
-        };
-        let drained = interp.wait_drained(u32::from(own), deadline);
-        if drained {
-            if let Some(k) = interp.id.key() {
-                this.interps.lock().remove(k);
-            }
-            let mut map = this.tstates.lock();
-            map.retain(|_, t| {
-                let mine = Arc::ptr_eq(&t.interp, interp);
-                if mine {
-                    t.mark_deleted();
-                }
-                !mine
-            });
-            drop(map);
-            this.count(|c| &c.finalized);
-        }
-        if let Some(p) = parked {
-            with_existing(this, |c| c.unpark_after_finalize(interp, p));
-        }
-        if drained {
-            Ok(())
-        } else {
-            this.count(|c| &c.finalize_timeouts);
-            Err(FinalizeError {
-                error: Error::Timeout,
-                interpreter: interp.id,
-                holders: interp.holders(),
-            })
-        }
-    }
-}
 
 /// Why finalize did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -271,13 +46,12 @@ fn start_error(error: Error, interpreter: InterpreterId) -> FinalizeError {
     }
 }
 
-/// A model of a CPython runtime: a main interpreter, subinterpreters, thread
-/// states and the per-thread attach state.
+/// A runtime: a main interpreter, subinterpreters, thread states and the
+/// per-thread attach state, over backend `B` (the model by default).
 ///
-/// `Runtime::new()` gives a private runtime (tests run in parallel, each with
-/// its own); [`Runtime::global`] is the one the C facades use. A runtime is
-/// `Send + Sync`; every method may be called from any thread and acts on the
-/// *calling* thread's attach state.
+/// `Runtime::new()` gives a private model runtime (tests run in parallel,
+/// each with its own). A runtime is `Send + Sync`; every method may be
+/// called from any thread and acts on the *calling* thread's attach state.
 ///
 /// ```
 /// use tstate_core::{Runtime, LockMode, Error};
@@ -292,141 +66,237 @@ fn start_error(error: Error, interpreter: InterpreterId) -> FinalizeError {
 /// rt.finalize(sub, Some(Duration::from_secs(1))).unwrap();
 /// assert_eq!(rt.ensure(sub), Err(Error::NoSuchInterpreter));
 /// ```
-pub struct Runtime {
-    inner: Arc<Inner>,
+pub struct Runtime<B: Backend = Model> {
+    pub(crate) reg: Arc<Registry<B>>,
 }
 
-impl Default for Runtime {
+impl<B: Backend> Drop for Runtime<B> {
+    fn drop(&mut self) {
+        self.reg.close();
+    }
+}
+
+impl Default for Runtime<Model> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.inner.closed.store(1, Ordering::Release);
-    }
-}
-
-impl Runtime {
-    /// A private runtime with default options.
+impl Runtime<Model> {
+    /// A private model runtime with default options; its main interpreter
+    /// exists from the start (the model of a process where Python is
+    /// initialized).
     pub fn new() -> Self {
         Self::with_options(RuntimeOptions::default())
     }
 
-    /// A private runtime with `options`.
+    /// A private model runtime with `options`.
     pub fn with_options(options: RuntimeOptions) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                options,
-                interps: Mutex::new(SlotMap::with_key()),
-                main: Mutex::new(None),
-                tstates: Mutex::new(SlotMap::with_key()),
-                faults: AtomicU64::new(0),
-                closed: AtomicU8::new(0),
-                counters: Counters::default(),
-            }),
-        }
+        let rt = Self {
+            reg: Arc::new(Registry::new(Model, options)),
+        };
+        #[cfg(not(loom))]
+        crate::fork::register(&rt.reg);
+        // A runtime without a main interpreter is only possible when memory
+        // ran out here; `initialize` retries.
+        let _ = rt.initialize();
+        rt
     }
 
-    /// The process-wide runtime used by the C facades (created on first
-    /// use; its main interpreter is created lazily by
-    /// [`main_interpreter`](Self::main_interpreter)).
-    #[cfg(not(loom))]
-    pub fn global() -> &'static Runtime {
-        static GLOBAL: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
-        GLOBAL.get_or_init(Runtime::new)
+    /// Creates the main interpreter if there is none (at start, and after a
+    /// completed finalization of main: like `Py_Initialize` after
+    /// `Py_FinalizeEx`; the old id stays invalid). Returns main's id.
+    pub fn initialize(&self) -> Result<InterpreterId> {
+        if let Some(m) = self.reg.main() {
+            return Ok(m.id);
+        }
+        let mode = match self.reg.options.main_lock {
+            LockMode::None => LockMode::None,
+            _ => LockMode::Own,
+        };
+        let m = self
+            .reg
+            .insert_interp(mode, true, ModelInterp { lock_owner: None }, None)?;
+        Ok(m.id)
+    }
+
+    /// The main interpreter's id. Never creates one: `NoSuchInterpreter`
+    /// after main was finalized (until [`initialize`](Self::initialize)).
+    pub fn main_interpreter(&self) -> Result<InterpreterId> {
+        self.reg
+            .main()
+            .map(|m| m.id)
+            .ok_or(Error::NoSuchInterpreter)
+    }
+
+    /// Creates a subinterpreter with `mode`. Refused with `Finalizing` while
+    /// main is finalizing, `NoSuchInterpreter` without a main, `Unsupported`
+    /// for `SharedWithMain` under a free-threaded main (it would have no
+    /// lock to share).
+    pub fn create_interpreter(&self, mode: LockMode) -> Result<InterpreterId> {
+        let main = self.reg.main().ok_or(Error::NoSuchInterpreter)?;
+        let lock_owner = crate::model::lock_owner_for(mode, &main)?;
+        let i = self
+            .reg
+            .insert_interp(mode, false, ModelInterp { lock_owner }, Some(&main))?;
+        Ok(i.id)
+    }
+}
+
+impl<B: Backend> Runtime<B> {
+    /// The backend's kind.
+    pub fn backend_kind(&self) -> BackendKind {
+        B::KIND
     }
 
     /// This runtime's options.
     pub fn options(&self) -> RuntimeOptions {
-        self.inner.options
+        self.reg.options
+    }
+
+    /// Whether this runtime can create a subinterpreter with `mode`
+    /// (`Unsupported` otherwise: see [`Error::Unsupported`]).
+    pub fn supports(&self, mode: LockMode) -> Result<()> {
+        self.reg.backend.supports(mode)?;
+        if mode == LockMode::SharedWithMain
+            && self.reg.main().is_some_and(|m| m.mode == LockMode::None)
+        {
+            return Err(Error::Unsupported);
+        }
+        Ok(())
     }
 
     // ----- interpreters ---------------------------------------------------
 
-    /// The main interpreter, created on first call — and created anew after
-    /// a completed finalization of the previous one (like `Py_Initialize`
-    /// after `Py_FinalizeEx`; the old id stays invalid).
-    pub fn main_interpreter(&self) -> Result<InterpreterId> {
-        self.inner.main().map(|m| m.id)
-    }
-
-    /// Creates a subinterpreter with `mode` (creating main first if needed).
-    /// Refused with `Finalizing` while main is finalizing.
-    pub fn create_interpreter(&self, mode: LockMode) -> Result<InterpreterId> {
-        self.inner.create_interpreter(mode)
+    /// The interpreter the calling thread is attached to now (on CPython:
+    /// also to a thread state the library did not create; that interpreter
+    /// is registered on first sight). `NotAttached` if none.
+    pub fn current_interpreter(&self) -> Result<InterpreterId> {
+        self.query(|c| c.current().map(|(_, i)| i))
+            .flatten()
+            .ok_or(Error::NotAttached)
     }
 
     /// `Running` or `Finalizing`; a gone interpreter gives `NoSuchInterpreter`.
     pub fn interpreter_state(&self, id: InterpreterId) -> Result<InterpreterState> {
-        self.inner.lookup(id)?.state()
+        self.reg.lookup(id)?.gate.state()
     }
 
     /// The lock mode `id` was created with.
     pub fn lock_mode(&self, id: InterpreterId) -> Result<LockMode> {
-        Ok(self.inner.lookup(id)?.mode)
+        Ok(self.reg.lookup(id)?.mode)
     }
 
     /// Finalizes `id`: refuses new spans at once, waits (sleeping) until no
-    /// other thread holds it open, then deletes it and all its thread states;
-    /// its id never resolves again. Finalizing main finalizes every
+    /// other thread holds it open, then ends it (deleting all its thread
+    /// states); its id never resolves again. Finalizing main finalizes every
     /// subinterpreter first (main refuses new spans during that too).
     ///
-    /// The caller's own spans on `id` are not waited for; while it waits the
-    /// caller is detached (so a holder that detached can always re-attach and
-    /// finish) and re-attached afterwards if its interpreter still exists.
+    /// The caller's own spans on `id` are not waited for. While it waits,
+    /// the caller is detached (so a holder that needs the caller's lock can
+    /// always take it and finish), and re-attached afterwards if its
+    /// interpreter still exists.
     ///
     /// With `timeout`, gives up at the bound with [`Error::Timeout`] and the
     /// list of holders; the interpreter stays `Finalizing` (still refusing)
-    /// and finalize may be called again. `None` waits without bound.
+    /// and finalize may be called again. The bound covers the re-attach
+    /// too: if the caller's lock is still taken when it passes, the caller
+    /// is left detached, its thread state saved
+    /// ([`saved_thread_state`](Self::saved_thread_state), then
+    /// [`restore`](Self::restore)). `None` waits without bound.
     pub fn finalize(
         &self,
         id: InterpreterId,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), FinalizeError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let interp = self.inner.lookup(id).map_err(|e| start_error(e, id))?;
-        let me = thread::thread_number();
-        interp.begin_finalize(me).map_err(|e| start_error(e, id))?;
+        self.finalize_until(id, &Deadline::after(timeout))
+    }
+
+    pub(crate) fn finalize_until(
+        &self,
+        id: InterpreterId,
+        deadline: &Deadline,
+    ) -> std::result::Result<(), FinalizeError> {
+        let interp = self.reg.lookup(id).map_err(|e| start_error(e, id))?;
+        let me = thread::finalizer_identity::<B>();
+        interp
+            .gate
+            .begin_finalize(me)
+            .map_err(|e| start_error(e, id))?;
         if interp.is_main {
-            for sub in self.inner.subinterpreters() {
-                if sub.is_gone() {
-                    continue;
-                }
-                match sub.begin_finalize(me) {
+            for sub in self.reg.subinterpreters() {
+                match sub.gate.begin_finalize(me) {
                     Ok(()) => {}
                     Err(Error::NoSuchInterpreter) => continue,
                     Err(e) => {
-                        interp.end_finalize_attempt();
+                        interp.gate.end_finalize_attempt();
                         return Err(start_error(e, sub.id));
                     }
                 }
-                if let Err(e) = Inner::finalize_one(&self.inner, &sub, deadline) {
-                    interp.end_finalize_attempt();
+                if let Err(e) = self.finalize_one(&sub, deadline) {
+                    interp.gate.end_finalize_attempt();
                     return Err(e);
                 }
             }
         }
-        Inner::finalize_one(&self.inner, &interp, deadline)
+        self.finalize_one(&interp, deadline)
+    }
+
+    /// One finalization attempt on `interp`, whose `FINALIZING` bit the
+    /// caller already set with `begin_finalize`.
+    fn finalize_one(
+        &self,
+        interp: &Arc<Interp<B>>,
+        deadline: &Deadline,
+    ) -> std::result::Result<(), FinalizeError> {
+        let (own, parked) =
+            match with_existing(&self.reg, |c| (c.holds(interp), c.park_for_finalize())) {
+                Some((own, parked)) => (own, Some(parked)),
+                None => (false, None),
+            };
+        let drained = interp.gate.wait_drained(u32::from(own), deadline);
+        if drained {
+            let (next, mine) = match &parked {
+                Some(p) => {
+                    with_existing(&self.reg, |c| c.end_inputs(interp, p)).unwrap_or_default()
+                }
+                None => (0, Vec::new()),
+            };
+            self.reg.backend.end_interpreter(interp, next, &mine);
+            interp.gate.finish_finalize();
+            self.reg.remove_interp(interp);
+            self.reg.count(|c| &c.finalized);
+        }
+        if let Some(p) = parked {
+            with_existing(&self.reg, |c| c.unpark_after_finalize(interp, p, deadline));
+        }
+        if drained {
+            Ok(())
+        } else {
+            self.reg.count(|c| &c.finalize_timeouts);
+            Err(FinalizeError {
+                error: Error::Timeout,
+                interpreter: interp.id,
+                holders: interp.holders(),
+            })
+        }
     }
 
     /// Finalizes the whole runtime: every subinterpreter, then main (what
-    /// `Py_FinalizeEx` does). Does nothing if main was never created.
+    /// `Py_FinalizeEx` does). Does nothing if there is no main.
     pub fn finalize_all(
         &self,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), FinalizeError> {
-        let main = self.inner.main.lock().clone();
-        match main {
-            Some(m) if !m.is_gone() => self.finalize(m.id, timeout),
-            _ => Ok(()),
+        match self.reg.main() {
+            Some(m) => self.finalize(m.id, timeout),
+            None => Ok(()),
         }
     }
 
     /// The threads holding `id` open now (what a timed-out finalize reports).
     pub fn holders(&self, id: InterpreterId) -> Result<Vec<Holder>> {
-        Ok(self.inner.lookup(id)?.holders())
+        Ok(self.reg.lookup(id)?.holders())
     }
 
     // ----- ensure / release ------------------------------------------------
@@ -449,7 +319,15 @@ impl Runtime {
     /// was.
     #[inline]
     pub fn ensure(&self, id: InterpreterId) -> Result<Ticket> {
-        with_ctx(&self.inner, |c| c.ensure(id))
+        with_ctx(&self.reg, |c| c.ensure(id))
+    }
+
+    /// As [`ensure`](Self::ensure), for designs that hand the ticket to the
+    /// caller: `Busy` on a thread that got no handle tag (more than 4,095
+    /// threads use tstate at once; see [`Ticket`]).
+    #[inline]
+    pub fn ensure_ticket(&self, id: InterpreterId) -> Result<Ticket> {
+        with_ctx(&self.reg, |c| c.ensure_ticket(id))
     }
 
     /// Undoes this thread's innermost ensure (the thread-stored design).
@@ -457,7 +335,7 @@ impl Runtime {
     /// span is an activation, or a save inside it is still open.
     #[inline]
     pub fn release(&self) -> Result<()> {
-        with_ctx(&self.inner, |c| c.release())
+        with_ctx(&self.reg, |c| c.release())
     }
 
     /// Undoes the ensure of ticket `t`, which must be this thread's innermost
@@ -465,12 +343,12 @@ impl Runtime {
     /// `InvalidHandle` otherwise (see [`Ticket`]).
     #[inline]
     pub fn release_ticket(&self, t: Ticket) -> Result<()> {
-        with_ctx(&self.inner, |c| c.release_ticket(t))
+        with_ctx(&self.reg, |c| c.release_ticket(t))
     }
 
     /// Ensures and returns a guard that releases on drop (not `Send`: the
     /// span belongs to this thread).
-    pub fn ensure_guard(&self, id: InterpreterId) -> Result<crate::EnsureGuard<'_>> {
+    pub fn ensure_guard(&self, id: InterpreterId) -> Result<crate::EnsureGuard<'_, B>> {
         let t = self.ensure(id)?;
         Ok(crate::EnsureGuard::new(self, t))
     }
@@ -480,37 +358,56 @@ impl Runtime {
     /// Creates a detached thread state of `id` owned by the calling thread
     /// (an allocation point). `Finalizing` / `NoSuchInterpreter` as ensure.
     pub fn new_thread_state(&self, id: InterpreterId) -> Result<ThreadStateId> {
-        with_ctx(&self.inner, |c| c.new_thread_state(id))
+        with_ctx(&self.reg, |c| c.new_thread_state(id))
     }
 
     /// Attaches `ts` inside a new span (the thread's first span on its
     /// interpreter goes through the gate). `WrongThread` from another thread,
     /// `InvalidHandle` after delete, `Busy` if already active or in use.
     pub fn activate(&self, ts: ThreadStateId) -> Result<()> {
-        with_ctx(&self.inner, |c| c.activate(ts))
+        with_ctx(&self.reg, |c| c.activate(ts))
     }
 
     /// Ends the innermost activation, which must be of `ts`; re-attaches what
     /// was attached before activate. `OutOfOrder` if an inner span is open,
     /// `NotAttached` if `ts` is not active.
     pub fn deactivate(&self, ts: ThreadStateId) -> Result<()> {
-        with_ctx(&self.inner, |c| c.deactivate(ts))
+        with_ctx(&self.reg, |c| c.deactivate(ts))
     }
 
     /// Deletes `ts`. `Busy` while it is active, saved or re-attached.
     pub fn delete_thread_state(&self, ts: ThreadStateId) -> Result<()> {
-        with_ctx(&self.inner, |c| c.delete(ts))
+        with_ctx(&self.reg, |c| c.delete(ts))
     }
 
     /// The calling thread's attached thread state and its interpreter.
     pub fn current(&self) -> Option<(ThreadStateId, InterpreterId)> {
-        with_existing(&self.inner, |c| c.current()).flatten()
+        self.query(|c| c.current()).flatten()
     }
 
     /// Whether the calling thread is attached to `id` (exact per
     /// interpreter, unlike CPython's `PyGILState_Check`).
     pub fn is_attached(&self, id: InterpreterId) -> bool {
-        with_existing(&self.inner, |c| c.is_attached_to(id)).unwrap_or(false)
+        self.query(|c| c.is_attached_to(id)).unwrap_or(false)
+    }
+
+    /// Runs a query on the calling thread's context. On the model a thread
+    /// without one has nothing attached, so none is created (a query never
+    /// allocates); on CPython the thread may be attached through a thread
+    /// state the library did not create, so the context is created.
+    fn query<R>(&self, f: impl FnOnce(&mut thread::RtCtx<B>) -> R) -> Option<R> {
+        if B::EXTERNAL_SWITCHES {
+            with_ctx(&self.reg, |c| Ok(f(c))).ok()
+        } else {
+            with_existing(&self.reg, f)
+        }
+    }
+
+    /// The calling thread's innermost saved thread state (from
+    /// [`save`](Self::save), or left saved by a finalize whose bound passed
+    /// before the caller's lock was free) and its interpreter.
+    pub fn saved_thread_state(&self) -> Option<(ThreadStateId, InterpreterId)> {
+        with_existing(&self.reg, |c| c.saved_top()).flatten()
     }
 
     // ----- save / restore ------------------------------------------------------
@@ -519,7 +416,7 @@ impl Runtime {
     /// thread state (its span stays open) and returns it. `NotAttached` if
     /// none.
     pub fn save(&self) -> Result<ThreadStateId> {
-        with_ctx(&self.inner, |c| c.save())
+        with_ctx(&self.reg, |c| c.save())
     }
 
     /// `PyEval_RestoreThread` / `Py_END_ALLOW_THREADS`: re-attaches the
@@ -528,7 +425,7 @@ impl Runtime {
     /// `OutOfOrder` if it is not the innermost saved one, `NotAttached` if it
     /// was not saved.
     pub fn restore(&self, ts: ThreadStateId) -> Result<()> {
-        with_ctx(&self.inner, |c| c.restore(ts))
+        with_ctx(&self.reg, |c| c.restore(ts))
     }
 
     // ----- Python work ---------------------------------------------------------
@@ -539,23 +436,29 @@ impl Runtime {
     /// mutual exclusion; also counts exclusion and liveness violations in
     /// [`Diagnostics`]. Returns the counter after the increment.
     pub fn work(&self, id: InterpreterId) -> Result<u64> {
-        with_ctx(&self.inner, |c| c.work(id))
+        with_ctx(&self.reg, |c| c.work(id))
     }
 
     /// The work counter of `id`.
     pub fn work_count(&self, id: InterpreterId) -> Result<u64> {
-        Ok(self.inner.lookup(id)?.work_count())
+        Ok(self.reg.lookup(id)?.work_count())
     }
 
     /// Sets the attached thread state's scratch value (its "thread-local
     /// Python data"), to test that nothing leaks between top-level ensures.
     pub fn set_scratch(&self, v: u64) -> Result<()> {
-        with_ctx(&self.inner, |c| c.current_ts().map(|t| t.set_scratch(v)))
+        with_ctx(&self.reg, |c| {
+            let ts = c.current_ts()?;
+            self.reg.backend.set_scratch(&ts, v)
+        })
     }
 
     /// The attached thread state's scratch value.
     pub fn scratch(&self) -> Result<u64> {
-        with_ctx(&self.inner, |c| c.current_ts().map(|t| t.scratch()))
+        with_ctx(&self.reg, |c| {
+            let ts = c.current_ts()?;
+            self.reg.backend.scratch(&ts)
+        })
     }
 
     // ----- faults, diagnostics -------------------------------------------------
@@ -570,33 +473,255 @@ impl Runtime {
     /// them (to inject a failure at each allocation point of a scenario in
     /// turn). `fail == 0` turns injection off.
     pub fn fail_allocations(&self, skip: u32, fail: u32) {
-        let v = if fail == 0 {
-            0
-        } else {
-            (u64::from(skip) << 32) | u64::from(fail)
-        };
-        self.inner.faults.store(v, Ordering::Relaxed);
+        self.reg.set_faults(skip, fail);
     }
 
     /// A snapshot of the runtime's counters.
     pub fn diagnostics(&self) -> Diagnostics {
-        let c = &self.inner.counters;
-        let interps = self.inner.interps.lock();
-        let open_holds = interps.values().map(|i| u64::from(i.holds())).sum();
-        let n_interps = interps.len() as u64;
-        drop(interps);
-        Diagnostics {
-            interpreters: n_interps,
-            thread_states: self.inner.tstates.lock().len() as u64,
-            open_holds,
-            finalized: c.finalized.load(Ordering::Relaxed),
-            finalize_timeouts: c.finalize_timeouts.load(Ordering::Relaxed),
-            exit_cleanups: c.exit_cleanups.load(Ordering::Relaxed),
-            exit_spans_closed: c.exit_spans_closed.load(Ordering::Relaxed),
-            exit_thread_states_freed: c.exit_thread_states_freed.load(Ordering::Relaxed),
-            injected_faults: c.injected_faults.load(Ordering::Relaxed),
-            exclusion_violations: c.exclusion_violations.load(Ordering::Relaxed),
-            work_after_finalize: c.work_after_finalize.load(Ordering::Relaxed),
+        self.reg.diagnostics()
+    }
+}
+
+#[cfg(not(loom))]
+impl Runtime<CPython> {
+    /// The process's CPython runtime (created on first use; `Unsupported`
+    /// when no libpython 3.9+ is loaded in this process). There is only
+    /// this one: CPython is one per process.
+    pub fn global() -> Result<&'static Runtime<CPython>> {
+        static GLOBAL: std::sync::OnceLock<Option<Runtime<CPython>>> = std::sync::OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let b = CPython::new().ok()?;
+                let rt = Runtime {
+                    reg: Arc::new(Registry::new(b, RuntimeOptions::default())),
+                };
+                crate::fork::register(&rt.reg);
+                Some(rt)
+            })
+            .as_ref()
+            .ok_or(Error::Unsupported)
+    }
+
+    fn api(&self) -> &'static crate::cpython::ffi::Api {
+        self.reg.backend.api
+    }
+
+    /// The running CPython's `(major, minor)`.
+    pub fn python_version(&self) -> (u32, u32) {
+        self.api().version
+    }
+
+    /// Registers the interpreter the calling thread is attached to (main
+    /// after `Py_Initialize`, or the interpreter importing an extension),
+    /// initializing CPython first if it is not (`Py_InitializeEx(0)`: the
+    /// caller is then left attached to main, as `Py_Initialize` leaves it).
+    /// Returns main's id. Call it early — right after `Py_Initialize`, or in
+    /// module init — so that the gate is in place before finalization can
+    /// start (`docs/cpython-backend.md`).
+    pub fn initialize(&self) -> Result<InterpreterId> {
+        let a = self.api();
+        // SAFETY: plain queries / initialization of the loaded libpython.
+        unsafe {
+            if (a.Py_IsInitialized)() == 0 {
+                (a.Py_InitializeEx)(0);
+            }
+        }
+        // naming the current interpreter registers it (and main first)
+        let main = self.main_interpreter()?;
+        let _ = self.current_interpreter();
+        Ok(main)
+    }
+
+    /// The main interpreter's id. Never creates an interpreter; registers
+    /// main when the calling thread is attached to it and it is not yet
+    /// registered. `NoSuchInterpreter` after main was finalized, or when it
+    /// was never registered and the caller is not attached to it.
+    pub fn main_interpreter(&self) -> Result<InterpreterId> {
+        if let Some(m) = self.reg.main() {
+            return Ok(m.id);
+        }
+        let a = self.api();
+        // SAFETY: reads CPython's state; `cur` is this thread's attached
+        // thread state (checked), so its interpreter is alive.
+        let main_ptr = unsafe {
+            let cur = a.current();
+            if cur.is_null()
+                || (a.Py_IsInitialized)() == 0
+                || (a.PyThreadState_GetInterpreter)(cur) != (a.PyInterpreterState_Main)()
+                || (!a.current_is_thread_local() && cur != (a.PyGILState_GetThisThreadState)())
+            {
+                return Err(Error::NoSuchInterpreter);
+            }
+            (a.PyInterpreterState_Main)() as usize
+        };
+        let m = self.reg.backend.register_attached(&self.reg, main_ptr)?;
+        Ok(m.id)
+    }
+
+    /// Creates a subinterpreter: `SharedWithMain` (`Py_NewInterpreter`, any
+    /// CPython) or `Own` (`Py_NewInterpreterFromConfig` with its own GIL,
+    /// 3.12+); `Unsupported` otherwise (and for `None`: no free-threaded
+    /// build). Refused with `Finalizing` while main is finalizing,
+    /// `NoSuchInterpreter` while main is not registered. The calling thread
+    /// may be attached to anything; it is attached to main for the call and
+    /// restored afterwards.
+    pub fn create_interpreter(&self, mode: LockMode) -> Result<InterpreterId> {
+        self.reg.backend.supports(mode)?;
+        let main = self.reg.main().ok_or(Error::NoSuchInterpreter)?;
+        let t = self.ensure(main.id)?;
+        let main_ts = with_ctx(&self.reg, |c| Ok(c.current_raw_now())).unwrap_or(0);
+        // SAFETY: the ensure above attached `main_ts` of main on this thread.
+        let r = unsafe {
+            self.reg
+                .backend
+                .create(&self.reg, &main, mode, main_ts as *mut _)
+        };
+        let _ = self.release_ticket(t);
+        r
+    }
+
+    /// Sets the bound on the wait of a finalization that CPython starts
+    /// (the atexit callback). Default 5 s.
+    pub fn set_exit_bound(&self, bound: Duration) {
+        self.reg.exit_bound_ms.store(
+            u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The bound on the wait of a finalization that CPython starts.
+    pub fn exit_bound(&self) -> Duration {
+        Duration::from_millis(
+            self.reg
+                .exit_bound_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// The atexit callback of interpreter `id`: CPython is finalizing it
+    /// (or, for main, the whole runtime). Closes its gate (main's closes
+    /// every gate), then waits, with the GIL released, until no other
+    /// thread holds them open or the bound passes (the holders are then
+    /// reported on stderr); a subinterpreter's keeper is freed so that
+    /// `Py_EndInterpreter` finds its thread state the last one. A
+    /// finalization the library itself runs (finalize) returns at once.
+    pub(crate) fn on_atexit(&self, id: InterpreterId) {
+        let Ok(i) = self.reg.lookup(id) else { return };
+        let me = thread::finalizer_identity::<CPython>();
+        if i.gate.finalizer() == me {
+            // the library's own finalize is ending it (already drained)
+            self.free_keeper(&i);
+            return;
+        }
+        let targets = if i.is_main {
+            self.reg.interpreters()
+        } else {
+            vec![i.clone()]
+        };
+        for t in &targets {
+            t.gate.close();
+        }
+        let deadline = Deadline::after(Some(self.exit_bound()));
+        let a = self.api();
+        // SAFETY: the callback runs attached on the finalizing thread; the
+        // thread state saved here is restored below.
+        let saved = unsafe { (a.PyEval_SaveThread)() };
+        for t in &targets {
+            let own = with_existing(&self.reg, |c| c.holds(t)).unwrap_or(false);
+            if !t.gate.wait_drained(u32::from(own), &deadline) {
+                self.reg.count(|c| &c.finalize_timeouts);
+                report_exit_holders(t, self.exit_bound());
+            }
+        }
+        // 3.13+ ends the remaining subinterpreters itself after this, and
+        // frees each one's first thread state (our keeper) on the way
+        if i.is_main && a.version >= (3, 13) {
+            for sub in self.reg.subinterpreters() {
+                sub.data
+                    .keeper
+                    .store(0, std::sync::atomic::Ordering::Release);
+            }
+        }
+        // CPython ≤ 3.12 does not end subinterpreters at exit (it aborts
+        // with "remaining subinterpreters"): end the ones created through
+        // the library, as the model's finalize of main does
+        if i.is_main && a.version < (3, 13) {
+            for sub in self.reg.subinterpreters() {
+                if !sub.data.created || sub.gate.begin_finalize(me).is_err() {
+                    continue;
+                }
+                // SAFETY: detached (saved above); `sub` is drained (its
+                // gate closed and waited for with main's) or past the bound.
+                unsafe { self.reg.backend.end(&sub, saved, &[]) };
+                sub.gate.finish_finalize();
+                self.reg.remove_interp(&sub);
+                self.reg.count(|c| &c.finalized);
+            }
+        }
+        // SAFETY: re-attaches the finalizing thread's own thread state.
+        unsafe { (a.PyEval_RestoreThread)(saved) };
+        self.free_keeper(&i);
+    }
+
+    /// Frees a subinterpreter's keeper thread state, from its atexit
+    /// callback: after `threading._shutdown` (the keeper carries the
+    /// subinterpreter's `threading` main-thread lock) and before
+    /// `Py_EndInterpreter` checks that its thread state is the last.
+    fn free_keeper(&self, i: &Interp<CPython>) {
+        if i.is_main {
+            return;
+        }
+        let k = i.data.keeper.swap(0, std::sync::atomic::Ordering::AcqRel);
+        if k != 0 {
+            let a = self.api();
+            // SAFETY: the atexit callback runs attached to the
+            // subinterpreter; the keeper is a detached thread state of it
+            // that no thread uses.
+            unsafe {
+                (a.PyThreadState_Clear)(k as *mut _);
+                (a.PyThreadState_Delete)(k as *mut _);
+            }
         }
     }
+
+    /// CPython has finished with interpreter `id` (`None`: with all of
+    /// them): its records are retired (ids never resolve again, its thread
+    /// states are never touched again).
+    pub(crate) fn retire(&self, id: Option<InterpreterId>) {
+        let list = match id {
+            Some(id) => self.reg.lookup(id).into_iter().collect(),
+            None => self.reg.interpreters(),
+        };
+        for i in list {
+            i.gate.close();
+            i.gate.finish_finalize();
+            self.reg.remove_interp(&i);
+        }
+    }
+}
+
+/// Prints who kept `i` open past a CPython-started finalization's bound.
+#[cfg(not(loom))]
+fn report_exit_holders(i: &Interp<CPython>, bound: Duration) {
+    let hs = i.holders();
+    let mut msg = format!(
+        "tstate: interpreter {:#x} is being finalized by CPython with {} thread(s) still inside spans after {} ms; they will be stopped by CPython when they next attach:\n",
+        i.id.as_raw(),
+        hs.len(),
+        bound.as_millis()
+    );
+    for h in hs {
+        msg.push_str(&format!(
+            "  thread {} (os tid {}{}) {:?} x{} for {:?}\n",
+            h.thread_number,
+            h.os_thread_id,
+            h.thread_name
+                .map(|n| format!(", {n:?}"))
+                .unwrap_or_default(),
+            h.kind,
+            h.spans,
+            h.held_for
+        ));
+    }
+    eprint!("{msg}");
 }

@@ -1,32 +1,252 @@
-//! Per-thread state: what this OS thread has attached, the stack of its
-//! open spans, its thread states, and the thread-exit destructor.
+//! Per-thread state and the span machine: what this OS thread has attached,
+//! the stack of its open spans, its thread states, and its exit cleanup.
 //!
-//! Everything here is thread-local (one [`RtCtx`] per runtime the thread has
-//! used), so the fast paths take no lock and touch no shared cache line:
+//! Everything here is thread-local (one [`RtCtx`] per runtime the thread
+//! has used), so the fast paths take no lock and touch no shared cache line:
 //!
 //! * **nested ensure** (already attached to the target): compare the cached
-//!   current interpreter id, push a 20-byte frame — no atomic read-modify-write;
+//!   current interpreter id (and, on a backend where other code can switch
+//!   thread states, the real current thread state), push a frame — no
+//!   atomic read-modify-write;
 //! * **re-attach** (a frame of this thread already holds the target open,
-//!   e.g. after a save): one lock acquisition;
-//! * **fresh ensure** (the thread holds nothing on the target): one CAS on the
-//!   interpreter's gate word that checks "not finalizing", takes the hold and
-//!   (usually) the lock; the thread's kept thread state is reused, so no
-//!   allocation after the first call.
+//!   e.g. after a save): take the lock;
+//! * **fresh ensure** (the thread holds nothing on the target): one CAS on
+//!   the interpreter's gate word that checks "not finalizing", takes the hold
+//!   and (on the model) the lock; the thread's kept thread state is reused.
 //!
-//! A span stack frame records what to undo: which thread state it attached
-//! and which one was attached before (re-attached on release), so nesting
-//! restores exactly, across interpreters too.
+//! A frame records what to undo: which thread state it attached and which
+//! one was attached before (re-attached on release), so nesting restores
+//! exactly, across interpreters too. A frame whose interpreter was finalized
+//! meanwhile (by this thread, from inside the span) is popped without effect.
+//!
+//! # Where the context lives, and thread exit
+//!
+//! The context is heap-allocated; a `const` thread-local holds only its
+//! address (no destructor, so it stays readable while the thread's other
+//! thread-local destructors run). Exit cleanup runs from a POSIX thread-key
+//! destructor, which glibc runs after every Rust and C++ thread-local
+//! destructor: so spans taken or released from other thread-local
+//! destructors (pybind11's and C++ `thread_local` patterns) work, and a span
+//! opened from another thread-key destructor is cleaned up by a later
+//! destructor round (glibc runs up to 4).
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::interp::{HoldCell, Interp, ThreadInfo};
-use crate::runtime::Inner;
-use crate::sync::{Arc, AtomicU8, AtomicU32, AtomicU64, Ordering, thread_local_ctx};
-use crate::tstate::TState;
+use crate::registry::Registry;
+use crate::sync::{Arc, Deadline};
+use crate::tstate::{TState, TsKind};
 use crate::types::{InterpreterId, ReusePolicy, SpanKind, ThreadStateId, Ticket};
-use std::cell::RefCell;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// "No index" in the thread-local tables.
 const NONE: u32 = u32::MAX;
+
+// ----- the thread-local slot -------------------------------------------------
+
+/// The thread-local cell holding this thread's context address.
+pub struct CtxCell {
+    ptr: Cell<*mut ()>,
+    /// Under loom there are no thread keys: the cell's destructor runs the
+    /// exit cleanup (loom runs thread-local destructors at a modelled
+    /// thread's end).
+    #[cfg(loom)]
+    exit: Cell<Option<unsafe fn(*mut ())>>,
+}
+
+impl CtxCell {
+    pub(crate) const fn new() -> Self {
+        Self {
+            ptr: Cell::new(std::ptr::null_mut()),
+            #[cfg(loom)]
+            exit: Cell::new(None),
+        }
+    }
+}
+
+#[cfg(loom)]
+impl Drop for CtxCell {
+    fn drop(&mut self) {
+        let p = self.ptr.get();
+        if let Some(f) = self.exit.get()
+            && !p.is_null()
+        {
+            // SAFETY: `f` is the exit function registered with `p` by
+            // `new_thread_ctx` for this cell's backend.
+            unsafe { f(p) };
+        }
+    }
+}
+
+#[cfg(not(loom))]
+type CtxKey = std::thread::LocalKey<CtxCell>;
+#[cfg(loom)]
+type CtxKey = loom::thread::LocalKey<CtxCell>;
+
+/// A backend's thread-local slot: the cell, and (outside loom) the POSIX
+/// thread key whose destructor runs the exit cleanup.
+pub struct CtxSlot {
+    tls: &'static CtxKey,
+    #[cfg(not(loom))]
+    key: &'static std::sync::OnceLock<libc::pthread_key_t>,
+}
+
+impl CtxSlot {
+    #[cfg(not(loom))]
+    pub(crate) const fn new(
+        tls: &'static CtxKey,
+        key: &'static std::sync::OnceLock<libc::pthread_key_t>,
+    ) -> Self {
+        Self { tls, key }
+    }
+    #[cfg(loom)]
+    pub(crate) const fn new(tls: &'static CtxKey) -> Self {
+        Self { tls }
+    }
+}
+
+/// Declares `fn $f() -> &'static CtxSlot`: a backend's own thread-local
+/// slot (each backend has one, so their contexts never mix).
+macro_rules! ctx_slot {
+    (fn $f:ident) => {
+        fn $f() -> &'static $crate::thread::CtxSlot {
+            #[cfg(not(loom))]
+            std::thread_local! {
+                static TLS: $crate::thread::CtxCell = const { $crate::thread::CtxCell::new() };
+            }
+            #[cfg(loom)]
+            loom::thread_local! {
+                static TLS: $crate::thread::CtxCell = $crate::thread::CtxCell::new();
+            }
+            #[cfg(not(loom))]
+            static KEY: std::sync::OnceLock<libc::pthread_key_t> = std::sync::OnceLock::new();
+            #[cfg(not(loom))]
+            static SLOT: $crate::thread::CtxSlot = $crate::thread::CtxSlot::new(&TLS, &KEY);
+            #[cfg(loom)]
+            static SLOT: $crate::thread::CtxSlot = $crate::thread::CtxSlot::new(&TLS);
+            &SLOT
+        }
+    };
+}
+pub(crate) use ctx_slot;
+
+// ----- handle tags -----------------------------------------------------------
+
+/// The process-wide table of handle tags (see [`Ticket`]): a tag is owned
+/// by one live thread at a time. Not synchronisation the core relies on (an
+/// id allocator), so a plain `parking_lot` mutex, also under loom.
+struct Tags {
+    /// `owner[t - 1]`: thread number owning tag `t`, 0 if free.
+    owner: Vec<u64>,
+    /// `next_seq[t - 1]`: where the next owner of tag `t` starts counting.
+    next_seq: Vec<u32>,
+    free: Vec<u16>,
+}
+
+static TAGS: parking_lot::Mutex<Tags> = parking_lot::Mutex::new(Tags {
+    owner: Vec::new(),
+    next_seq: Vec::new(),
+    free: Vec::new(),
+});
+
+fn tags() -> parking_lot::MutexGuard<'static, Tags> {
+    TAGS.lock()
+}
+
+/// The at-fork prepare step for the tag table.
+#[cfg(not(loom))]
+pub(crate) fn fork_lock_tags() {
+    std::mem::forget(TAGS.lock());
+}
+
+/// After `fork()`: unlocks the tag table; in the child, every tag but the
+/// forking thread's is free again (their threads do not exist there).
+///
+/// # Safety
+/// Only after [`fork_lock_tags`] on this thread.
+#[cfg(not(loom))]
+pub(crate) unsafe fn fork_unlock_tags(child: bool) {
+    if child {
+        let me = current_thread_numbers();
+        let p: *mut Tags = TAGS.data_ptr();
+        // SAFETY: the lock is held by this thread (fork_lock_tags), and in
+        // the child no other thread exists.
+        let t = unsafe { &mut *p };
+        t.free.clear();
+        for i in 0..t.owner.len() {
+            if t.owner[i] != 0 && !me.contains(&t.owner[i]) {
+                t.owner[i] = 0;
+            }
+            if t.owner[i] == 0 {
+                t.free.push((i + 1) as u16);
+            }
+        }
+    }
+    // SAFETY: locked by fork_lock_tags on this thread (contract).
+    unsafe { TAGS.force_unlock() };
+}
+
+/// The numbers this thread goes by in each backend's context.
+#[cfg(not(loom))]
+fn current_thread_numbers() -> Vec<u64> {
+    let mut v = Vec::new();
+    for slot in [
+        <crate::Model as Backend>::ctx_slot(),
+        <crate::cpython::CPython as Backend>::ctx_slot(),
+    ] {
+        if let Ok(p) = slot.tls.try_with(|c| c.ptr.get())
+            && !p.is_null()
+        {
+            // SAFETY: a live context of some backend; every `ThreadCtx` is
+            // `repr(C)` and starts with a `CtxHeader`, which is only read.
+            v.push(unsafe { (*p.cast::<CtxHeader>()).number });
+        }
+    }
+    v
+}
+
+/// A tag for thread `number` and the sequence number it starts at; tag 0
+/// when all 4,095 are taken.
+fn alloc_tag(number: u64) -> (u16, u32) {
+    let mut t = tags();
+    let tag = match t.free.pop() {
+        Some(tag) => tag,
+        None if t.owner.len() < usize::from(Ticket::MAX_TAG) => {
+            if t.owner.try_reserve(1).is_err() || t.next_seq.try_reserve(1).is_err() {
+                return (0, 0);
+            }
+            t.owner.push(0);
+            t.next_seq.push(0);
+            t.owner.len() as u16
+        }
+        None => return (0, 0),
+    };
+    let i = usize::from(tag - 1);
+    t.owner[i] = number;
+    (tag, t.next_seq[i])
+}
+
+fn free_tag(tag: u16, next_seq: u32) {
+    if tag == 0 {
+        return;
+    }
+    let mut t = tags();
+    let i = usize::from(tag - 1);
+    t.owner[i] = 0;
+    t.next_seq[i] = next_seq;
+    if t.free.try_reserve(1).is_ok() {
+        t.free.push(tag);
+    }
+}
+
+fn tag_owner(tag: u16) -> Option<u64> {
+    let t = tags();
+    let o = *t.owner.get(usize::from(tag).checked_sub(1)?)?;
+    (o != 0).then_some(o)
+}
+
+// ----- the per-thread context --------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum FrameKind {
@@ -49,18 +269,20 @@ struct Frame {
     prev: u32,
     /// Sequence number (for tickets).
     seq: u32,
+    /// Index of the interpreter's entry in `RtCtx::interps`.
+    il: u32,
     /// Raw id of the interpreter.
     interp: u64,
 }
 
-struct Local {
-    ts: Arc<TState>,
+struct Local<B: Backend> {
+    ts: Arc<TState<B>>,
     /// Index of its interpreter in `RtCtx::interps`.
     il: u32,
 }
 
-struct InterpLocal {
-    interp: Arc<Interp>,
+struct InterpLocal<B: Backend> {
+    interp: Arc<Interp<B>>,
     cell: Arc<HoldCell>,
     /// Enter spans this thread has open on it (the gate counts 1 while > 0).
     spans: u32,
@@ -69,103 +291,196 @@ struct InterpLocal {
 }
 
 /// What one OS thread knows about one runtime.
-pub(crate) struct RtCtx {
-    rt: Arc<Inner>,
+pub(crate) struct RtCtx<B: Backend> {
+    reg: Arc<Registry<B>>,
     info: Arc<ThreadInfo>,
-    tag: u8,
-    locals: Vec<Option<Local>>,
-    interps: Vec<Option<InterpLocal>>,
+    tag: u16,
+    locals: Vec<Option<Local<B>>>,
+    interps: Vec<Option<InterpLocal<B>>>,
     frames: Vec<Frame>,
     saved: Vec<u32>,
     current: u32,
     /// Raw id of the current thread state's interpreter, 0 if none (the
-    /// nested fast path compares only this).
+    /// nested fast path compares only this, and `current_raw`).
     current_interp: u64,
+    /// The backend's raw thread state of `current` (0 if none).
+    current_raw: usize,
     next_seq: u32,
 }
 
-/// Everything this OS thread knows. `rts[0]` is the runtime used last, so
-/// the fast paths find their context with one pointer comparison.
-struct ThreadCtx {
-    /// Created on first use (not in the const initializer).
-    info: Option<Arc<ThreadInfo>>,
-    tag: u8,
-    rts: Vec<RtCtx>,
+/// The backend-independent first field of every [`ThreadCtx`] (so code that
+/// does not know the backend can read the thread's number).
+#[repr(C)]
+struct CtxHeader {
+    number: u64,
 }
 
-impl ThreadCtx {
-    const EMPTY: ThreadCtx = ThreadCtx {
-        info: None,
-        tag: 0,
-        rts: Vec::new(),
-    };
-
-    fn info(&mut self) -> Arc<ThreadInfo> {
-        if let Some(i) = &self.info {
-            return i.clone();
-        }
-        let number = crate::sync::next_thread_number();
-        let info = Arc::new(ThreadInfo {
-            number,
-            os_tid: crate::sync::os_thread_id(),
-            name: std::thread::current().name().map(str::to_owned),
-        });
-        self.tag = (number % 127) as u8 + 1;
-        self.info = Some(info.clone());
-        info
-    }
+/// Everything this OS thread knows, for one backend. `rts[0]` is the
+/// runtime used last, so the fast paths find their context with one pointer
+/// comparison.
+#[repr(C)]
+pub(crate) struct ThreadCtx<B: Backend> {
+    header: CtxHeader,
+    info: Arc<ThreadInfo>,
+    tag: u16,
+    seq_start: u32,
+    /// Set while a call is inside (a re-entrant call gets `Busy`).
+    busy: bool,
+    rts: Vec<RtCtx<B>>,
 }
 
-impl Drop for ThreadCtx {
+/// Resets `busy` when a call leaves (also by unwinding).
+struct BusyGuard(*mut bool);
+impl Drop for BusyGuard {
     fn drop(&mut self) {
-        for rt in self.rts.drain(..) {
-            rt.exit();
+        // SAFETY: points into the thread's live context, which is freed only
+        // by the exit destructor, never while a call is inside.
+        unsafe { *self.0 = false };
+    }
+}
+
+#[cold]
+fn new_thread_ctx<B: Backend>() -> Result<&'static mut ThreadCtx<B>> {
+    let number = crate::sync::next_thread_number();
+    let info = Arc::new(ThreadInfo {
+        number,
+        os_tid: crate::sync::os_thread_id(),
+        name: crate::sync::thread_name(),
+    });
+    let (tag, seq_start) = alloc_tag(number);
+    let ctx = Box::new(ThreadCtx::<B> {
+        header: CtxHeader { number },
+        info,
+        tag,
+        seq_start,
+        busy: false,
+        rts: Vec::new(),
+    });
+    let p = Box::into_raw(ctx);
+    let slot = B::ctx_slot();
+    let stored = slot.tls.try_with(|c| c.ptr.set(p.cast()));
+    if stored.is_err() {
+        // SAFETY: `p` came from Box::into_raw above and was not shared.
+        drop(unsafe { Box::from_raw(p) });
+        free_tag(tag, seq_start);
+        return Err(Error::WrongThread);
+    }
+    register_exit::<B>(slot, p.cast());
+    // SAFETY: `p` is a live, uniquely owned allocation; it is freed only by
+    // the exit destructor at this thread's end.
+    Ok(unsafe { &mut *p })
+}
+
+#[cfg(not(loom))]
+fn register_exit<B: Backend>(slot: &'static CtxSlot, p: *mut ()) {
+    let key = *slot.key.get_or_init(|| {
+        let mut k: libc::pthread_key_t = 0;
+        // SAFETY: `k` is a valid out-pointer; the destructor has the C
+        // signature glibc calls.
+        let rc = unsafe { libc::pthread_key_create(&mut k, Some(exit_key_destructor::<B>)) };
+        assert_eq!(rc, 0, "pthread_key_create failed");
+        k
+    });
+    // SAFETY: `key` was created above; the value is only handed back to
+    // our destructor.
+    unsafe { libc::pthread_setspecific(key, p.cast()) };
+}
+
+#[cfg(loom)]
+fn register_exit<B: Backend>(slot: &'static CtxSlot, _p: *mut ()) {
+    let _ = slot
+        .tls
+        .try_with(|c| c.exit.set(Some(exit_ctx::<B> as unsafe fn(*mut ()))));
+}
+
+#[cfg(not(loom))]
+unsafe extern "C" fn exit_key_destructor<B: Backend>(p: *mut libc::c_void) {
+    // SAFETY: glibc passes back the value stored by `register_exit`: a
+    // `ThreadCtx<B>` made by `new_thread_ctx::<B>`.
+    unsafe { exit_ctx::<B>(p.cast()) };
+}
+
+/// The thread-exit cleanup: closes every span, frees every thread state of
+/// the thread, returns its tag, frees the context.
+///
+/// # Safety
+/// `p` must be this thread's context of backend `B`, not used afterwards.
+unsafe fn exit_ctx<B: Backend>(p: *mut ()) {
+    let p = p.cast::<ThreadCtx<B>>();
+    // SAFETY: per the contract, `p` is a live context of this thread.
+    let t = unsafe { &mut *p };
+    // calls made while the cleanup runs (e.g. from `__del__` on CPython)
+    // see the context busy
+    t.busy = true;
+    for rt in t.rts.drain(..) {
+        rt.exit();
+    }
+    let next_seq = t.seq_start;
+    free_tag(t.tag, next_seq);
+    let _ = B::ctx_slot().tls.try_with(|c| {
+        if c.ptr.get() == p.cast() {
+            c.ptr.set(std::ptr::null_mut());
+        }
+    });
+    // SAFETY: made by Box::into_raw in `new_thread_ctx`; nothing refers to
+    // it any more (the slot was cleared).
+    drop(unsafe { Box::from_raw(p) });
+}
+
+/// Runs `f` on this thread's context for `reg`, creating it on first use.
+/// A re-entrant call (from inside another call on this thread) gets `Busy`.
+#[inline]
+pub(crate) fn with_ctx<B: Backend, R>(
+    reg: &Arc<Registry<B>>,
+    f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
+) -> Result<R> {
+    let p = B::ctx_slot()
+        .tls
+        .try_with(|c| c.ptr.get())
+        .map_err(|_| Error::WrongThread)?;
+    let t: &mut ThreadCtx<B> = if p.is_null() {
+        new_thread_ctx::<B>()?
+    } else {
+        // SAFETY: a non-null slot holds this thread's live context; `busy`
+        // below rules out a second `&mut` to it on this thread.
+        unsafe { &mut *p.cast::<ThreadCtx<B>>() }
+    };
+    if t.busy {
+        return Err(Error::Busy);
+    }
+    t.busy = true;
+    let _reset = BusyGuard(&raw mut t.busy);
+    match t.rts.first_mut() {
+        Some(c) if Arc::ptr_eq(&c.reg, reg) => f(c),
+        _ => {
+            let c = find_or_create(t, reg)?;
+            f(c)
         }
     }
 }
 
-thread_local_ctx! {
-    static THREAD: RefCell<ThreadCtx> = RefCell::new(ThreadCtx::EMPTY);
-}
-
-/// Runs `f` on this thread's context for `rt`, creating it on first use.
-/// A thread whose thread-locals are already destroyed (it is exiting) gets
-/// `WrongThread`.
-#[inline]
-pub(crate) fn with_ctx<R>(rt: &Arc<Inner>, f: impl FnOnce(&mut RtCtx) -> Result<R>) -> Result<R> {
-    THREAD
-        .try_with(|cell| {
-            let mut t = cell.try_borrow_mut().map_err(|_| Error::Busy)?;
-            match t.rts.first_mut() {
-                Some(c) if Arc::ptr_eq(&c.rt, rt) => f(c),
-                _ => {
-                    let c = find_or_create(&mut t, rt)?;
-                    f(c)
-                }
-            }
-        })
-        .unwrap_or(Err(Error::WrongThread))
-}
-
-/// Moves `rt`'s context to the front (creating it, an allocation point, on
-/// this thread's first use of `rt`), forgetting dropped runtimes.
+/// Moves `reg`'s context to the front (creating it, an allocation point, on
+/// this thread's first use of `reg`), forgetting dropped runtimes.
 #[cold]
-fn find_or_create<'a>(t: &'a mut ThreadCtx, rt: &Arc<Inner>) -> Result<&'a mut RtCtx> {
+fn find_or_create<'a, B: Backend>(
+    t: &'a mut ThreadCtx<B>,
+    reg: &Arc<Registry<B>>,
+) -> Result<&'a mut RtCtx<B>> {
     let mut k = 0;
     while k < t.rts.len() {
-        if t.rts[k].rt.is_closed() {
+        if t.rts[k].reg.is_closed() {
             t.rts.swap_remove(k).exit();
         } else {
             k += 1;
         }
     }
-    match t.rts.iter().position(|c| Arc::ptr_eq(&c.rt, rt)) {
+    match t.rts.iter().position(|c| Arc::ptr_eq(&c.reg, reg)) {
         Some(i) => t.rts.swap(0, i),
         None => {
-            rt.alloc_point()?;
+            reg.alloc_point()?;
             t.rts.try_reserve(1).map_err(|_| Error::NoMemory)?;
-            let info = t.info();
-            t.rts.push(RtCtx::new(rt.clone(), info, t.tag));
+            t.rts
+                .push(RtCtx::new(reg.clone(), t.info.clone(), t.tag, t.seq_start));
             let last = t.rts.len() - 1;
             t.rts.swap(0, last);
         }
@@ -173,39 +488,109 @@ fn find_or_create<'a>(t: &'a mut ThreadCtx, rt: &Arc<Inner>) -> Result<&'a mut R
     Ok(&mut t.rts[0])
 }
 
-/// Runs `f` on this thread's context for `rt` if it exists (never creates).
-#[inline]
-pub(crate) fn with_existing<R>(rt: &Arc<Inner>, f: impl FnOnce(&mut RtCtx) -> R) -> Option<R> {
-    THREAD
-        .try_with(|cell| {
-            let mut t = cell.try_borrow_mut().ok()?;
-            let c = t.rts.iter_mut().find(|c| Arc::ptr_eq(&c.rt, rt))?;
-            Some(f(c))
-        })
-        .ok()
-        .flatten()
+/// Runs `f` on this thread's context for `reg` if it exists (never creates;
+/// `None` also while another call is inside).
+pub(crate) fn with_existing<B: Backend, R>(
+    reg: &Arc<Registry<B>>,
+    f: impl FnOnce(&mut RtCtx<B>) -> R,
+) -> Option<R> {
+    let p = B::ctx_slot().tls.try_with(|c| c.ptr.get()).ok()?;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: as in `with_ctx`.
+    let t = unsafe { &mut *p.cast::<ThreadCtx<B>>() };
+    if t.busy {
+        return None;
+    }
+    t.busy = true;
+    let _reset = BusyGuard(&raw mut t.busy);
+    let c = t.rts.iter_mut().find(|c| Arc::ptr_eq(&c.reg, reg))?;
+    Some(f(c))
 }
 
-/// This thread's runtime-independent number (allocating it on first use).
-pub(crate) fn thread_number() -> u64 {
-    THREAD
-        .try_with(|cell| {
-            cell.try_borrow_mut()
-                .map(|mut t| t.info().number)
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
+/// This thread's identity as a finalizer: its OS thread id (never 0, and
+/// available at any point of the thread's life), or under loom (whose
+/// threads share OS threads) its context's number.
+#[cfg_attr(not(loom), allow(clippy::extra_unused_type_parameters))]
+pub(crate) fn finalizer_identity<B: Backend>() -> u64 {
+    #[cfg(not(loom))]
+    {
+        crate::sync::os_thread_id()
+    }
+    #[cfg(loom)]
+    {
+        let p = B::ctx_slot()
+            .tls
+            .try_with(|c| c.ptr.get())
+            .unwrap_or(std::ptr::null_mut());
+        if p.is_null() {
+            crate::sync::next_thread_number()
+        } else {
+            // SAFETY: read-only access to the live context's immutable info.
+            let t = unsafe { &*p.cast::<ThreadCtx<B>>() };
+            t.info.number
+        }
+    }
+}
+
+/// What the forking thread knew of one runtime, read in the child of a
+/// `fork()` (see `fork.rs`).
+#[cfg(not(loom))]
+pub(crate) struct ForkView<B: Backend> {
+    pub(crate) thread_number: u64,
+    /// Interpreters the forking thread holds open.
+    pub(crate) holds: Vec<*const Interp<B>>,
+    /// The interpreter whose lock bits the forking thread holds (attached).
+    pub(crate) locked: Option<*const Interp<B>>,
+}
+
+/// The forking thread's view of `reg` (in the child of a `fork()`).
+#[cfg(not(loom))]
+pub(crate) fn fork_child_view<B: Backend>(reg: &Registry<B>) -> ForkView<B> {
+    let mut view = ForkView {
+        thread_number: 0,
+        holds: Vec::new(),
+        locked: None,
+    };
+    let Ok(p) = B::ctx_slot().tls.try_with(|c| c.ptr.get()) else {
+        return view;
+    };
+    if p.is_null() {
+        return view;
+    }
+    // SAFETY: this thread's live context; in the child no other thread
+    // exists, and the child handler runs outside any call of the library.
+    let t = unsafe { &*p.cast::<ThreadCtx<B>>() };
+    view.thread_number = t.info.number;
+    let Some(c) = t
+        .rts
+        .iter()
+        .find(|c| std::ptr::eq(Arc::as_ptr(&c.reg), reg))
+    else {
+        return view;
+    };
+    for e in c.interps.iter().flatten() {
+        if e.spans > 0 {
+            view.holds.push(Arc::as_ptr(&e.interp));
+        }
+    }
+    if B::LOCK_BITS && c.current != NONE {
+        let ts = c.ts(c.current);
+        view.locked = B::lock_group(&ts.interp).map(|g| g as *const Interp<B>);
+    }
+    view
 }
 
 /// What finalize remembers about its caller while it waits.
 pub(crate) struct Parked {
-    detached: Option<u32>,
+    detached: u32,
 }
 
-impl RtCtx {
-    fn new(rt: Arc<Inner>, info: Arc<ThreadInfo>, tag: u8) -> Self {
+impl<B: Backend> RtCtx<B> {
+    fn new(reg: Arc<Registry<B>>, info: Arc<ThreadInfo>, tag: u16, seq: u32) -> Self {
         Self {
-            rt,
+            reg,
             info,
             tag,
             locals: Vec::new(),
@@ -214,27 +599,32 @@ impl RtCtx {
             saved: Vec::new(),
             current: NONE,
             current_interp: 0,
-            next_seq: 0,
+            current_raw: 0,
+            next_seq: seq,
         }
     }
 
-    fn local(&self, idx: u32) -> &Local {
+    fn backend(&self) -> &B {
+        &self.reg.backend
+    }
+
+    fn local(&self, idx: u32) -> &Local<B> {
         self.locals[idx as usize]
             .as_ref()
             .expect("frame refers to a live local")
     }
 
-    fn ts(&self, idx: u32) -> &Arc<TState> {
+    fn ts(&self, idx: u32) -> &Arc<TState<B>> {
         &self.local(idx).ts
     }
 
-    fn il(&self, idx: u32) -> &InterpLocal {
+    fn il(&self, idx: u32) -> &InterpLocal<B> {
         self.interps[idx as usize]
             .as_ref()
             .expect("local refers to a live interp entry")
     }
 
-    fn il_mut(&mut self, idx: u32) -> &mut InterpLocal {
+    fn il_mut(&mut self, idx: u32) -> &mut InterpLocal<B> {
         self.interps[idx as usize]
             .as_mut()
             .expect("local refers to a live interp entry")
@@ -257,15 +647,23 @@ impl RtCtx {
 
     #[cold]
     fn grow_frames(&mut self) -> Result<()> {
-        self.rt.alloc_point()?;
+        self.reg.alloc_point()?;
         self.frames.try_reserve(8).map_err(|_| Error::NoMemory)
     }
 
     fn set_current(&mut self, idx: u32) {
         let l = self.local(idx);
         l.ts.set_attached(true);
-        self.current_interp = l.ts.interp.id.as_raw();
+        let (interp, raw) = (l.ts.interp.id.as_raw(), B::raw(&l.ts));
+        self.current_interp = interp;
+        self.current_raw = raw;
         self.current = idx;
+    }
+
+    fn clear_current(&mut self) {
+        self.current = NONE;
+        self.current_interp = 0;
+        self.current_raw = 0;
     }
 
     /// Detaches the current thread state (releasing its lock, keeping its
@@ -273,23 +671,73 @@ impl RtCtx {
     fn detach_current(&mut self) -> u32 {
         let cur = self.current;
         if cur != NONE {
-            let ts = self.ts(cur);
+            let ts = self.ts(cur).clone();
             ts.set_attached(false);
-            ts.interp.unlock();
-            self.current = NONE;
-            self.current_interp = 0;
+            self.backend().detach(&ts.interp, &ts);
+            self.clear_current();
         }
         cur
     }
 
     /// Re-attaches a thread state this thread holds its interpreter open
-    /// with (always succeeds; may wait for the lock). Skips a thread state
-    /// whose interpreter this thread itself finalized meanwhile.
+    /// with (always succeeds; may wait for the lock). Skips one whose
+    /// interpreter is gone.
     fn reattach(&mut self, idx: u32) {
         if idx != NONE && !self.ts(idx).is_deleted() {
-            self.ts(idx).interp.lock();
+            let ts = self.ts(idx).clone();
+            self.backend().attach(&ts.interp, &ts, false);
             self.set_current(idx);
         }
+    }
+
+    /// Whether the fast paths may trust the record: always on the model; on
+    /// CPython when the real attached thread state is the recorded one.
+    #[inline]
+    fn record_is_current(&self) -> bool {
+        !B::EXTERNAL_SWITCHES || self.backend().current_raw() == self.current_raw
+    }
+
+    /// Brings the record in line with the backend's real attached thread
+    /// state (CPython: other code may have detached ours, or attached one
+    /// the library did not create). A no-op on the model.
+    fn sync(&mut self) {
+        if !B::EXTERNAL_SWITCHES {
+            return;
+        }
+        let real = self.backend().current_raw();
+        if real == self.current_raw {
+            return;
+        }
+        if self.current != NONE {
+            // detached behind the library's back (e.g. Py_BEGIN_ALLOW_THREADS)
+            self.ts(self.current).set_attached(false);
+            self.clear_current();
+        }
+        if real == 0 {
+            return;
+        }
+        let found = self.locals.iter().position(|l| {
+            l.as_ref()
+                .is_some_and(|l| !l.ts.is_deleted() && B::raw(&l.ts) == real)
+        });
+        let idx = match found {
+            Some(i) => Some(i as u32),
+            None => self.adopt(real),
+        };
+        if let Some(i) = idx {
+            self.set_current(i);
+        }
+    }
+
+    /// Records a thread state the library did not create, attached on this
+    /// thread now (`None` if its interpreter cannot be registered or memory
+    /// is short: the thread then reads as not attached).
+    #[cold]
+    fn adopt(&mut self, real: usize) -> Option<u32> {
+        let interp = self.backend().adopt(&self.reg, real)?;
+        let il = self.interp_local(interp.id).ok()?;
+        let data = self.backend().borrowed_data(real);
+        self.new_local(&interp, il, TsKind::Borrowed, data).ok()
     }
 
     // ----- ensure / release ------------------------------------------------
@@ -299,14 +747,16 @@ impl RtCtx {
     #[inline]
     pub(crate) fn ensure(&mut self, id: InterpreterId) -> Result<Ticket> {
         let raw = id.as_raw();
-        if raw != 0 && self.current_interp == raw {
+        if raw != 0 && self.current_interp == raw && self.record_is_current() {
             self.reserve_frame()?;
             let (t, seq) = self.ticket();
+            let il = self.local(self.current).il;
             self.frames.push(Frame {
                 kind: FrameKind::Nested,
                 ts: NONE,
                 prev: NONE,
                 seq,
+                il,
                 interp: raw,
             });
             return Ok(t);
@@ -314,76 +764,134 @@ impl RtCtx {
         self.ensure_slow(id)
     }
 
+    /// As [`ensure`](Self::ensure), for designs that hand the ticket out: a
+    /// thread without a tag (all 4,095 taken) is refused with `Busy`.
+    #[inline]
+    pub(crate) fn ensure_ticket(&mut self, id: InterpreterId) -> Result<Ticket> {
+        if self.tag == 0 {
+            return Err(Error::Busy);
+        }
+        self.ensure(id)
+    }
+
+    #[cold]
     fn ensure_slow(&mut self, id: InterpreterId) -> Result<Ticket> {
         let raw = id.as_raw();
         if raw == 0 {
             return Err(Error::NoSuchInterpreter);
         }
+        self.sync();
         self.reserve_frame()?;
-        // (b) this thread already holds `id` open through a detached thread
-        // state (saved by Py_BEGIN_ALLOW_THREADS, or switched away from):
-        // re-attach that one. No new hold, so never refused while finalizing
-        // — this thread is one of the holders finalize waits for.
-        if let Some(ts) = self
-            .frames
-            .iter()
-            .rev()
-            .find(|f| f.interp == raw && f.ts != NONE)
-            .map(|f| f.ts)
-            .filter(|&ts| !self.ts(ts).is_deleted())
-        {
-            let prev = self.detach_current();
-            self.reattach(ts);
+        if self.current_interp == raw {
             let (t, seq) = self.ticket();
+            let il = self.local(self.current).il;
             self.frames.push(Frame {
-                kind: FrameKind::Reattach,
-                ts,
-                prev,
+                kind: FrameKind::Nested,
+                ts: NONE,
+                prev: NONE,
                 seq,
+                il,
                 interp: raw,
             });
             return Ok(t);
         }
-        // (c) take this thread's hold (the gate) and attach its kept thread
-        // state for `id`, creating it the first time.
+        // (b) this thread already holds `id` open through a detached thread
+        // state (saved by Py_BEGIN_ALLOW_THREADS, or switched away from):
+        // re-attach that one. No new hold, so never refused while finalizing
+        // — this thread is one of the holders finalize waits for.
+        if let Some(f) = self
+            .frames
+            .iter()
+            .rev()
+            .find(|f| f.interp == raw && f.ts != NONE)
+            .copied()
+            .filter(|f| !self.ts(f.ts).is_deleted())
+        {
+            let prev = self.detach_current();
+            self.reattach(f.ts);
+            let (t, seq) = self.ticket();
+            self.frames.push(Frame {
+                kind: FrameKind::Reattach,
+                ts: f.ts,
+                prev,
+                seq,
+                il: f.il,
+                interp: raw,
+            });
+            return Ok(t);
+        }
+        // (c) take this thread's hold (the gate) and attach a thread state:
+        // this thread's own detached one that the library did not create
+        // (CPython: a Python thread inside Py_BEGIN_ALLOW_THREADS), else its
+        // kept one for `id`, created the first time.
         let il = self.interp_local(id)?;
-        let (ts, prev) = self.enter(il, SpanKind::Ensure, None)?;
+        let given = match self.backend().own_detached(&self.il(il).interp) {
+            0 => None,
+            real => Some(self.borrowed_local(il, real)?),
+        };
+        let (ts, prev) = self.enter(il, SpanKind::Ensure, given)?;
         let (t, seq) = self.ticket();
         self.frames.push(Frame {
             kind: FrameKind::Enter(SpanKind::Ensure),
             ts,
             prev,
             seq,
+            il,
             interp: raw,
         });
         Ok(t)
+    }
+
+    /// The record of a foreign thread state `real` of interp-local `il`.
+    fn borrowed_local(&mut self, il: u32, real: usize) -> Result<u32> {
+        if let Some(i) = self.locals.iter().position(|l| {
+            l.as_ref()
+                .is_some_and(|l| !l.ts.is_deleted() && B::raw(&l.ts) == real)
+        }) {
+            return Ok(i as u32);
+        }
+        let interp = self.il(il).interp.clone();
+        let data = self.backend().borrowed_data(real);
+        self.new_local(&interp, il, TsKind::Borrowed, data)
     }
 
     /// Takes this thread's hold on interp-local `il` (through the gate if it
     /// is the first), then attaches `given` or the kept thread state (created
     /// if needed). Returns (attached, previous). On error nothing changed.
     fn enter(&mut self, il: u32, kind: SpanKind, given: Option<u32>) -> Result<(u32, u32)> {
+        let interp = self.il(il).interp.clone();
         let first = self.il(il).spans == 0;
-        let mut got_lock = false;
+        let mut locked = false;
         if first {
-            got_lock = self.il(il).interp.try_open_hold()?;
+            locked = interp.gate.try_hold(B::lock_in_gate(&interp))?;
         }
+        let undo = |locked: bool| {
+            if first {
+                interp.gate.release_hold(locked);
+            }
+        };
         let ts = match given {
             Some(ts) => ts,
             None => match self.home_ts(il) {
                 Ok(ts) => ts,
                 Err(e) => {
-                    if first {
-                        self.il(il).interp.close_hold(got_lock);
-                    }
+                    undo(locked);
                     return Err(e);
                 }
             },
         };
-        let prev = self.detach_current();
-        if !got_lock {
-            self.il(il).interp.lock();
+        let t = self.ts(ts).clone();
+        if t.kind != TsKind::Borrowed
+            && let Err(e) = self.backend().materialize(&interp, &t)
+        {
+            if given.is_none() && t.kind == TsKind::Ensure {
+                self.delete_local(ts);
+            }
+            undo(locked);
+            return Err(e);
         }
+        let prev = self.detach_current();
+        self.backend().attach(&interp, &t, locked);
         self.set_current(ts);
         let e = self.il_mut(il);
         e.spans += 1;
@@ -407,19 +915,28 @@ impl RtCtx {
             return Ok(home);
         }
         let interp = self.il(il).interp.clone();
-        let idx = self.new_local(&interp, il, true)?;
-        if self.rt.options.reuse == ReusePolicy::KeepAndReset {
+        let data = self.backend().new_tstate_data();
+        let idx = self.new_local(&interp, il, TsKind::Ensure, data)?;
+        if B::reuse(&interp, self.reg.options.reuse) == ReusePolicy::KeepAndReset {
             self.il_mut(il).home = idx;
         }
         Ok(idx)
     }
 
-    fn new_local(&mut self, interp: &Arc<Interp>, il: u32, by_ensure: bool) -> Result<u32> {
+    fn new_local(
+        &mut self,
+        interp: &Arc<Interp<B>>,
+        il: u32,
+        kind: TsKind,
+        data: B::TState,
+    ) -> Result<u32> {
         let slot = self.locals.iter().position(Option::is_none);
         if slot.is_none() {
             self.locals.try_reserve(1).map_err(|_| Error::NoMemory)?;
         }
-        let ts = self.rt.new_tstate(interp, self.info.number, by_ensure)?;
+        let ts = self
+            .reg
+            .insert_tstate(interp, self.info.number, kind, data)?;
         let local = Some(Local { ts, il });
         Ok(match slot {
             Some(i) => {
@@ -433,41 +950,84 @@ impl RtCtx {
         })
     }
 
-    /// Undoes a popped Reattach or Enter frame.
-    fn leave(&mut self, f: Frame) {
-        let ts = f.ts;
-        let dead = self.ts(ts).is_deleted();
-        if !dead {
-            let il = self.local(ts).il;
-            self.ts(ts).set_attached(false);
-            match f.kind {
-                FrameKind::Enter(kind) => {
-                    let e = self.il_mut(il);
-                    e.spans -= 1;
-                    let last = e.spans == 0;
-                    e.cell.spans.store(e.spans, Ordering::Release);
-                    if last {
-                        e.interp.close_hold(true);
-                    } else {
-                        e.interp.unlock();
-                    }
-                    if kind == SpanKind::Ensure && self.ts(ts).by_ensure {
-                        match self.rt.options.reuse {
-                            ReusePolicy::KeepAndReset => self.ts(ts).reset(),
-                            ReusePolicy::DeleteOnRelease => self.delete_local(ts),
-                        }
-                    }
+    /// Detaches the attached `ts` at the end of an Enter span and drops the
+    /// hold if it was this thread's last span there; on the model's
+    /// own-lock interpreters, unlock and release are one CAS.
+    fn end_enter(&mut self, ts: u32, kind: SpanKind) {
+        let t = self.ts(ts).clone();
+        let interp = t.interp.clone();
+        let il = self.local(ts).il;
+        let e = self.il_mut(il);
+        e.spans -= 1;
+        let last = e.spans == 0;
+        e.cell.spans.store(e.spans, Ordering::Release);
+        t.set_attached(false);
+        let keep = match (t.kind, kind) {
+            (TsKind::Ensure, _) => {
+                B::reuse(&interp, self.reg.options.reuse) == ReusePolicy::KeepAndReset
+            }
+            (TsKind::Explicit, _) => B::keep_between_spans(&interp),
+            (TsKind::Borrowed, _) => true,
+        };
+        if t.kind == TsKind::Ensure && keep {
+            self.backend().reset(&t);
+        }
+        if keep {
+            if last && B::lock_in_gate(&interp) {
+                interp.gate.release_hold(true);
+            } else {
+                self.backend().detach(&interp, &t);
+                if last {
+                    interp.gate.release_hold(false);
                 }
-                _ => self.ts(ts).interp.unlock(),
+            }
+        } else {
+            self.backend().dematerialize(&interp, &t, true);
+            if t.kind == TsKind::Ensure {
+                self.delete_local(ts);
+            }
+            if last {
+                interp.gate.release_hold(false);
             }
         }
-        self.current = NONE;
-        self.current_interp = 0;
+    }
+
+    /// Undoes a popped Reattach or Enter frame whose interpreter is alive.
+    fn leave(&mut self, f: Frame) {
+        if !self.ts(f.ts).is_deleted() {
+            match f.kind {
+                FrameKind::Enter(kind) => self.end_enter(f.ts, kind),
+                _ => {
+                    let t = self.ts(f.ts).clone();
+                    t.set_attached(false);
+                    self.backend().detach(&t.interp, &t);
+                }
+            }
+        }
+        self.clear_current();
         self.reattach(f.prev);
+    }
+
+    /// Whether `f`'s interpreter passed its point of no return.
+    fn frame_dead(&self, f: &Frame) -> bool {
+        self.il(f.il).interp.gate.is_gone()
     }
 
     /// Checks that `f` (the top frame) can be undone now and undoes it.
     fn pop_top(&mut self, f: Frame) -> Result<()> {
+        if self.frame_dead(&f) {
+            // finalized from inside the span (by this thread): nothing of
+            // it is left to undo but what was attached before it
+            self.frames.pop();
+            let cur_dead = self.current == NONE
+                || self.ts(self.current).is_deleted()
+                || (f.ts != NONE && self.current == f.ts);
+            if cur_dead && f.kind != FrameKind::Nested {
+                self.clear_current();
+                self.reattach(f.prev);
+            }
+            return Ok(());
+        }
         if f.kind == FrameKind::Nested {
             if self.current_interp != f.interp {
                 return Err(Error::OutOfOrder);
@@ -475,7 +1035,7 @@ impl RtCtx {
             self.frames.pop();
             return Ok(());
         }
-        if self.current != f.ts && !self.ts(f.ts).is_deleted() {
+        if self.current != f.ts {
             // e.g. a save inside this span is still open
             return Err(Error::OutOfOrder);
         }
@@ -489,7 +1049,11 @@ impl RtCtx {
     #[inline]
     fn pop_nested(&mut self) -> Option<u32> {
         match self.frames.last() {
-            Some(f) if f.kind == FrameKind::Nested && f.interp == self.current_interp => {
+            Some(f)
+                if f.kind == FrameKind::Nested
+                    && f.interp == self.current_interp
+                    && self.record_is_current() =>
+            {
                 let seq = f.seq;
                 self.frames.pop();
                 Some(seq)
@@ -504,6 +1068,12 @@ impl RtCtx {
         if self.pop_nested().is_some() {
             return Ok(());
         }
+        self.release_slow()
+    }
+
+    #[cold]
+    fn release_slow(&mut self) -> Result<()> {
+        self.sync();
         match self.frames.last() {
             None => Err(Error::NotAttached),
             Some(f) if f.kind == FrameKind::Enter(SpanKind::Activate) => Err(Error::OutOfOrder),
@@ -524,14 +1094,18 @@ impl RtCtx {
         self.release_ticket_slow(t)
     }
 
+    #[cold]
     fn release_ticket_slow(&mut self, t: Ticket) -> Result<()> {
+        if !t.well_formed() {
+            return Err(Error::InvalidHandle);
+        }
         if t.tag() != self.tag {
-            return Err(if t.tag() == 0 || t.to_raw() > i32::MAX as u32 {
-                Error::InvalidHandle
-            } else {
-                Error::WrongThread
+            return Err(match tag_owner(t.tag()) {
+                Some(o) if o != self.info.number => Error::WrongThread,
+                _ => Error::InvalidHandle,
             });
         }
+        self.sync();
         let is_ensure = |f: &Frame| f.kind != FrameKind::Enter(SpanKind::Activate);
         match self.frames.last() {
             Some(&f) if f.seq == t.seq() && is_ensure(&f) => self.pop_top(f),
@@ -544,14 +1118,17 @@ impl RtCtx {
 
     // ----- explicit lifecycle ---------------------------------------------
 
-    /// Creates a detached thread state of `id` owned by this thread.
+    /// Creates a detached thread state of `id` owned by this thread. Refused
+    /// while `id` is finalizing (checked where finalization cannot slip in
+    /// between: see [`Registry::insert_tstate`]).
     pub(crate) fn new_thread_state(&mut self, id: InterpreterId) -> Result<ThreadStateId> {
         let il = self.interp_local(id)?;
-        if self.il(il).interp.is_finalizing() {
+        let interp = self.il(il).interp.clone();
+        if interp.gate.is_finalizing() {
             return Err(Error::Finalizing);
         }
-        let interp = self.il(il).interp.clone();
-        let idx = self.new_local(&interp, il, false)?;
+        let data = self.backend().new_tstate_data();
+        let idx = self.new_local(&interp, il, TsKind::Explicit, data)?;
         Ok(self.ts(idx).id)
     }
 
@@ -565,24 +1142,38 @@ impl RtCtx {
         {
             return Ok(i as u32);
         }
-        Err(match self.rt.tstate_owner(id) {
+        Err(match self.reg.tstate_owner(id) {
             Some(owner) if owner != self.info.number => Error::WrongThread,
             _ => Error::InvalidHandle,
         })
     }
 
+    /// Like [`find_local`](Self::find_local), for the explicit design: only
+    /// thread states the caller created.
+    fn find_explicit(&self, id: ThreadStateId) -> Result<u32> {
+        let i = self.find_local(id)?;
+        if self.ts(i).kind == TsKind::Explicit {
+            Ok(i)
+        } else {
+            Err(Error::InvalidHandle)
+        }
+    }
+
     fn in_use(&self, idx: u32) -> bool {
-        self.current == idx || self.frames.iter().any(|f| f.ts == idx) || self.saved.contains(&idx)
+        self.current == idx
+            || self.frames.iter().any(|f| f.ts == idx || f.prev == idx)
+            || self.saved.contains(&idx)
     }
 
     /// Activates (attaches inside a new span) one of this thread's thread
     /// states.
     pub(crate) fn activate(&mut self, id: ThreadStateId) -> Result<()> {
-        let idx = self.find_local(id)?;
+        let idx = self.find_explicit(id)?;
         if self.ts(idx).is_deleted() {
             // still owned by this thread, freed by its interpreter's finalization
             return Err(Error::NoSuchInterpreter);
         }
+        self.sync();
         if self.in_use(idx) {
             return Err(Error::Busy);
         }
@@ -596,6 +1187,7 @@ impl RtCtx {
             ts,
             prev,
             seq,
+            il,
             interp,
         });
         Ok(())
@@ -603,7 +1195,8 @@ impl RtCtx {
 
     /// Deactivates the innermost activation, which must be of `id`.
     pub(crate) fn deactivate(&mut self, id: ThreadStateId) -> Result<()> {
-        let idx = self.find_local(id)?;
+        let idx = self.find_explicit(id)?;
+        self.sync();
         let is_it = |f: &Frame| f.kind == FrameKind::Enter(SpanKind::Activate) && f.ts == idx;
         match self.frames.last() {
             Some(&f) if is_it(&f) => self.pop_top(f),
@@ -617,18 +1210,41 @@ impl RtCtx {
     /// that its interpreter's finalization already freed is only forgotten:
     /// the owner's cleanup succeeds, and the handle is invalid afterwards.
     pub(crate) fn delete(&mut self, id: ThreadStateId) -> Result<()> {
-        let idx = self.find_local(id)?;
+        let idx = self.find_explicit(id)?;
+        self.sync();
         if self.in_use(idx) {
             return Err(Error::Busy);
         }
+        self.free_detached(idx);
         self.delete_local(idx);
         Ok(())
+    }
+
+    /// Frees the backend thread state of the detached, unused local `idx`
+    /// (a short hold keeps its interpreter alive meanwhile; if the gate
+    /// refuses, the interpreter's finalization frees it: counted as an
+    /// orphan).
+    fn free_detached(&mut self, idx: u32) {
+        let t = self.ts(idx).clone();
+        if t.is_deleted() || t.kind == TsKind::Borrowed {
+            return;
+        }
+        let il = self.local(idx).il;
+        let held = self.il(il).spans > 0;
+        if held {
+            self.backend().dematerialize(&t.interp, &t, false);
+        } else if t.interp.gate.try_hold(false).is_ok() {
+            self.backend().dematerialize(&t.interp, &t, false);
+            t.interp.gate.release_hold(false);
+        } else {
+            self.reg.count(|c| &c.orphaned);
+        }
     }
 
     fn delete_local(&mut self, idx: u32) {
         let l = self.locals[idx as usize].take().expect("live local");
         if !l.ts.is_deleted() {
-            self.rt.delete_tstate(&l.ts);
+            self.reg.remove_tstate(&l.ts);
         }
         let e = self.il_mut(l.il);
         if e.home == idx {
@@ -637,15 +1253,31 @@ impl RtCtx {
     }
 
     /// The attached thread state and its interpreter, if any.
-    pub(crate) fn current(&self) -> Option<(ThreadStateId, InterpreterId)> {
+    pub(crate) fn current(&mut self) -> Option<(ThreadStateId, InterpreterId)> {
+        self.sync();
         (self.current != NONE).then(|| {
             let ts = self.ts(self.current);
             (ts.id, ts.interp.id)
         })
     }
 
-    pub(crate) fn is_attached_to(&self, id: InterpreterId) -> bool {
+    pub(crate) fn is_attached_to(&mut self, id: InterpreterId) -> bool {
+        self.sync();
         id.as_raw() != 0 && self.current_interp == id.as_raw()
+    }
+
+    /// The backend's raw attached thread state, after reconciling.
+    pub(crate) fn current_raw_now(&mut self) -> usize {
+        self.sync();
+        self.current_raw
+    }
+
+    /// The innermost saved thread state and its interpreter, if any.
+    pub(crate) fn saved_top(&self) -> Option<(ThreadStateId, InterpreterId)> {
+        self.saved.last().map(|&i| {
+            let ts = self.ts(i);
+            (ts.id, ts.interp.id)
+        })
     }
 
     // ----- save / restore --------------------------------------------------
@@ -653,11 +1285,12 @@ impl RtCtx {
     /// `PyEval_SaveThread`: detach the current thread state, keeping its
     /// span open; returns it for [`restore`](Self::restore).
     pub(crate) fn save(&mut self) -> Result<ThreadStateId> {
+        self.sync();
         if self.current == NONE {
             return Err(Error::NotAttached);
         }
         if self.saved.len() == self.saved.capacity() {
-            self.rt.alloc_point()?;
+            self.reg.alloc_point()?;
             self.saved.try_reserve(4).map_err(|_| Error::NoMemory)?;
         }
         let idx = self.detach_current();
@@ -669,6 +1302,7 @@ impl RtCtx {
     /// Always succeeds inside its span (may wait for the lock), even while
     /// the interpreter is finalizing.
     pub(crate) fn restore(&mut self, id: ThreadStateId) -> Result<()> {
+        self.sync();
         if self.current != NONE {
             return Err(Error::Busy);
         }
@@ -694,21 +1328,26 @@ impl RtCtx {
         if !self.is_attached_to(id) {
             return Err(Error::NotAttached);
         }
-        let o = self.ts(self.current).interp.work();
+        let ts = self.ts(self.current).clone();
+        let o = ts.interp.work();
+        if !self.backend().python_work(&ts.interp, &ts) {
+            return Err(Error::NotAttached);
+        }
         if o.exclusion_violated {
-            self.rt.count(|c| &c.exclusion_violations);
+            self.reg.count(|c| &c.exclusion_violations);
         }
         if o.after_gone {
-            self.rt.count(|c| &c.work_after_finalize);
+            self.reg.count(|c| &c.work_after_finalize);
         }
         Ok(o.value)
     }
 
-    pub(crate) fn current_ts(&self) -> Result<&Arc<TState>> {
+    pub(crate) fn current_ts(&mut self) -> Result<Arc<TState<B>>> {
+        self.sync();
         if self.current == NONE {
             return Err(Error::NotAttached);
         }
-        Ok(self.ts(self.current))
+        Ok(self.ts(self.current).clone())
     }
 
     // ----- interpreters seen by this thread --------------------------------
@@ -721,14 +1360,14 @@ impl RtCtx {
             .iter()
             .position(|e| e.as_ref().is_some_and(|e| e.interp.id == id))
         {
-            if self.il(i as u32).interp.is_gone() {
+            if self.il(i as u32).interp.gate.is_gone() {
                 return Err(Error::NoSuchInterpreter);
             }
             return Ok(i as u32);
         }
-        let interp = self.rt.lookup(id)?;
+        let interp = self.reg.lookup(id)?;
         self.prune();
-        self.rt.alloc_point()?;
+        self.reg.alloc_point()?;
         let slot = self.interps.iter().position(Option::is_none);
         if slot.is_none() {
             self.interps.try_reserve(1).map_err(|_| Error::NoMemory)?;
@@ -758,13 +1397,25 @@ impl RtCtx {
         })
     }
 
-    /// Drops entries of gone interpreters that no frame or saved state
-    /// still refers to, and deleted thread states nothing refers to.
+    /// Drops the records nothing refers to any more: library-owned thread
+    /// states that finalization freed and borrowed ones no frame, save or
+    /// the current slot uses; then entries of gone interpreters. Thread
+    /// states the caller created stay until the caller deletes them (their
+    /// handle keeps answering `NoSuchInterpreter` / deletes with 0).
     fn prune(&mut self) {
         for i in 0..self.locals.len() {
             let idx = i as u32;
-            if self.locals[i].as_ref().is_some_and(|l| l.ts.is_deleted()) && !self.in_use(idx) {
+            let Some(l) = &self.locals[i] else { continue };
+            let droppable = match l.ts.kind {
+                TsKind::Ensure => l.ts.is_deleted(),
+                TsKind::Borrowed => true,
+                TsKind::Explicit => false,
+            };
+            if droppable && !self.in_use(idx) {
                 let l = self.locals[i].take().expect("checked");
+                if l.ts.kind == TsKind::Borrowed && !l.ts.is_deleted() {
+                    self.reg.remove_tstate(&l.ts);
+                }
                 let e = self.il_mut(l.il);
                 if e.home == idx {
                     e.home = NONE;
@@ -773,10 +1424,9 @@ impl RtCtx {
         }
         for i in 0..self.interps.len() {
             let Some(e) = &self.interps[i] else { continue };
-            let id = e.interp.id.as_raw();
-            let referenced = self.frames.iter().any(|f| f.interp == id)
+            let referenced = self.frames.iter().any(|f| f.il == i as u32)
                 || self.locals.iter().flatten().any(|l| l.il == i as u32);
-            if e.interp.is_gone() && !referenced {
+            if e.interp.gate.is_gone() && !referenced {
                 let e = self.interps[i].take().expect("checked");
                 e.interp.remove_cell(&e.cell);
             }
@@ -787,26 +1437,66 @@ impl RtCtx {
 
     /// Whether this thread holds `interp` open (finalize does not wait for
     /// its own caller).
-    pub(crate) fn holds(&self, interp: &Arc<Interp>) -> bool {
+    pub(crate) fn holds(&self, interp: &Arc<Interp<B>>) -> bool {
         self.interps
             .iter()
             .flatten()
             .any(|e| Arc::ptr_eq(&e.interp, interp) && e.spans > 0)
     }
 
-    /// Detaches the caller for the duration of a finalize wait (finalize
-    /// never holds a lock while it waits).
+    /// Detaches the caller for the duration of a finalize wait: a holder
+    /// may need any lock to finish its span (it can switch interpreters
+    /// inside it), so finalize never holds one while it waits; and on
+    /// CPython ending an interpreter needs the thread detached.
     pub(crate) fn park_for_finalize(&mut self) -> Parked {
-        let cur = self.detach_current();
+        self.sync();
         Parked {
-            detached: (cur != NONE).then_some(cur),
+            detached: self.detach_current(),
         }
     }
 
+    /// What the backend needs to end `interp` on this thread: the raw
+    /// thread state it will re-attach afterwards (`p`, unless it belongs to
+    /// `interp`), and this thread's own materialized thread states of
+    /// `interp` (they must go first; their records are marked deleted).
+    pub(crate) fn end_inputs(
+        &mut self,
+        interp: &Arc<Interp<B>>,
+        p: &Parked,
+    ) -> (usize, Vec<usize>) {
+        let next = match p.detached {
+            NONE => 0,
+            i if Arc::ptr_eq(&self.ts(i).interp, interp) || self.ts(i).is_deleted() => 0,
+            i => B::raw(self.ts(i)),
+        };
+        let mut own = Vec::new();
+        for l in self.locals.iter().flatten() {
+            if Arc::ptr_eq(&l.ts.interp, interp)
+                && l.ts.kind != TsKind::Borrowed
+                && !l.ts.is_deleted()
+            {
+                let r = B::raw(&l.ts);
+                if r != 0 {
+                    own.push(r);
+                }
+                l.ts.mark_deleted();
+            }
+        }
+        (next, own)
+    }
+
     /// After a finalize attempt: forget the caller's own hold on a gone
-    /// interpreter and re-attach what was attached, if it still exists.
-    pub(crate) fn unpark_after_finalize(&mut self, interp: &Arc<Interp>, parked: Parked) {
-        if interp.is_gone() {
+    /// interpreter, then re-attach what was detached, if it still exists,
+    /// waiting for its lock until `deadline` at most. Returns `false` when
+    /// the deadline passed first: the caller is left detached with that
+    /// thread state saved (restore it with `restore`).
+    pub(crate) fn unpark_after_finalize(
+        &mut self,
+        interp: &Arc<Interp<B>>,
+        parked: Parked,
+        deadline: &Deadline,
+    ) -> bool {
+        if interp.gate.is_gone() {
             for e in self.interps.iter_mut().flatten() {
                 if Arc::ptr_eq(&e.interp, interp) {
                     e.spans = 0;
@@ -814,9 +1504,23 @@ impl RtCtx {
                     e.cell.spans.store(0, Ordering::Release);
                 }
             }
+            if self.current != NONE && self.ts(self.current).is_deleted() {
+                self.clear_current();
+            }
         }
-        if let Some(idx) = parked.detached {
-            self.reattach(idx);
+        let idx = parked.detached;
+        if idx == NONE || self.ts(idx).is_deleted() {
+            return true;
+        }
+        let ts = self.ts(idx).clone();
+        if self.backend().attach_until(&ts.interp, &ts, deadline) {
+            self.set_current(idx);
+            true
+        } else {
+            if self.saved.try_reserve(1).is_ok() {
+                self.saved.push(idx);
+            }
+            false
         }
     }
 
@@ -825,32 +1529,38 @@ impl RtCtx {
     /// The thread-exit destructor: closes every open span, frees every
     /// thread state of this thread, and counts what it had to clean up.
     fn exit(mut self) {
-        if self.rt.is_closed() {
+        if self.reg.is_closed() {
             return;
         }
-        let spans_closed = self
-            .frames
-            .iter()
-            .filter(|f| f.ts == NONE || !self.ts(f.ts).is_deleted())
-            .count() as u64;
+        self.sync();
+        let spans_closed = self.frames.iter().filter(|f| !self.frame_dead(f)).count() as u64;
         self.detach_current();
         self.frames.clear();
         self.saved.clear();
+        // free this thread's thread states while its holds still keep their
+        // interpreters alive; then release the holds
+        let mut freed = 0u64;
+        for i in 0..self.locals.len() {
+            let Some(l) = &self.locals[i] else { continue };
+            if l.ts.is_deleted() || l.ts.kind == TsKind::Borrowed {
+                continue;
+            }
+            self.free_detached(i as u32);
+            freed += 1;
+        }
+        for l in self.locals.iter().flatten() {
+            if !l.ts.is_deleted() {
+                self.reg.remove_tstate(&l.ts);
+            }
+        }
         for e in self.interps.iter_mut().flatten() {
             if e.spans > 0 {
                 e.spans = 0;
                 e.cell.spans.store(0, Ordering::Release);
-                e.interp.close_hold(false);
+                e.interp.gate.release_hold(false);
             }
             e.interp.remove_cell(&e.cell);
         }
-        let mut freed = 0u64;
-        for l in self.locals.iter().flatten() {
-            if !l.ts.is_deleted() {
-                self.rt.delete_tstate(&l.ts);
-                freed += 1;
-            }
-        }
-        self.rt.count_exit(spans_closed, freed);
+        self.reg.count_exit(spans_closed, freed);
     }
 }

@@ -1,4 +1,4 @@
-//! A thread state: belongs to one interpreter and one OS thread.
+//! A thread-state record: belongs to one interpreter and one OS thread.
 //!
 //! # The state byte
 //!
@@ -14,37 +14,55 @@
 //! the finalizer may mark a detached thread state `DELETED` while its owner
 //! later reads it.
 
+use crate::backend::Backend;
 use crate::interp::Interp;
-use crate::sync::{Arc, AtomicU8, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU8, Ordering};
 use crate::types::ThreadStateId;
 
 const DETACHED: u8 = 0;
 const ATTACHED: u8 = 1;
 const DELETED: u8 = 2;
 
-/// One thread state.
-pub(crate) struct TState {
-    pub(crate) id: ThreadStateId,
-    pub(crate) interp: Arc<Interp>,
-    /// Number of the OS thread that created it (affinity).
-    pub(crate) owner: u64,
-    /// Created by ensure (reused or deleted by release), not by `new`.
-    pub(crate) by_ensure: bool,
-    state: AtomicU8,
-    /// Per-thread-state data ("the thread state's dict / error indicator"):
-    /// what must not leak from one top-level ensure into the next.
-    scratch: AtomicU64,
+/// Who owns a thread state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TsKind {
+    /// Created by ensure; reused (reset) or deleted by release.
+    Ensure,
+    /// Created by `new_thread_state` for the caller, who deletes it.
+    Explicit,
+    /// Not the library's: a thread state CPython or other code created and
+    /// attached on this thread; the library attaches and detaches it but
+    /// never frees it.
+    Borrowed,
 }
 
-impl TState {
-    pub(crate) fn new(id: ThreadStateId, interp: Arc<Interp>, owner: u64, by_ensure: bool) -> Self {
+/// One thread-state record.
+pub struct TState<B: Backend> {
+    pub(crate) id: ThreadStateId,
+    pub(crate) interp: Arc<Interp<B>>,
+    /// Number of the OS thread that created it (affinity).
+    pub(crate) owner: u64,
+    pub(crate) kind: TsKind,
+    state: AtomicU8,
+    /// The backend's thread state.
+    pub(crate) data: B::TState,
+}
+
+impl<B: Backend> TState<B> {
+    pub(crate) fn new(
+        id: ThreadStateId,
+        interp: Arc<Interp<B>>,
+        owner: u64,
+        kind: TsKind,
+        data: B::TState,
+    ) -> Self {
         Self {
             id,
             interp,
             owner,
-            by_ensure,
+            kind,
             state: AtomicU8::new(DETACHED),
-            scratch: AtomicU64::new(0),
+            data,
         }
     }
 
@@ -61,18 +79,5 @@ impl TState {
 
     pub(crate) fn mark_deleted(&self) {
         self.state.store(DELETED, Ordering::Release);
-    }
-
-    /// Clears everything a previous user left in it.
-    pub(crate) fn reset(&self) {
-        self.scratch.store(0, Ordering::Relaxed);
-    }
-
-    pub(crate) fn scratch(&self) -> u64 {
-        self.scratch.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_scratch(&self, v: u64) {
-        self.scratch.store(v, Ordering::Relaxed);
     }
 }

@@ -2,30 +2,13 @@
 
 use std::time::Duration;
 
-slotmap::new_key_type! {
-    /// Slot key of an interpreter in a runtime's registry.
-    pub(crate) struct InterpKey;
-    /// Slot key of a thread state in a runtime's registry.
-    pub(crate) struct TsKey;
-}
-
-/// Turns a raw `u64` back into a slot key, refusing every value that
-/// `KeyData::as_ffi` could not have produced (0, or an even version, which
-/// `from_ffi` would otherwise silently round up onto a live key).
-fn key_from_raw<K: slotmap::Key>(raw: u64) -> Option<K> {
-    if raw == 0 {
-        return None;
-    }
-    let key: K = slotmap::KeyData::from_ffi(raw).into();
-    (key.data().as_ffi() == raw && !key.is_null()).then_some(key)
-}
-
 /// An interpreter, named by a `u64` that crosses the C ABI.
 ///
-/// Built from a generational slot key (`KeyData::as_ffi`): 0 is never valid,
-/// and an id whose interpreter is gone never resolves again, even after its
-/// slot is reused (the slot's generation differs). Any `u64` can be turned
-/// into an id; it is validated where it is used.
+/// A generational id (slotmap's `KeyData::as_ffi` layout, see the `ids`
+/// module): 0 is never valid, and an id whose interpreter is gone never
+/// resolves again, even after its slot is reused, however often (a slot is
+/// retired before its generation could wrap). Any `u64` can be turned into
+/// an id; it is validated where it is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(transparent)]
 pub struct InterpreterId(u64);
@@ -38,12 +21,6 @@ impl InterpreterId {
     /// The raw value, for C.
     pub const fn as_raw(self) -> u64 {
         self.0
-    }
-    pub(crate) fn from_key(key: InterpKey) -> Self {
-        Self(slotmap::Key::data(&key).as_ffi())
-    }
-    pub(crate) fn key(self) -> Option<InterpKey> {
-        key_from_raw(self.0)
     }
 }
 
@@ -66,12 +43,6 @@ impl ThreadStateId {
     pub const fn as_raw(self) -> u64 {
         self.0
     }
-    pub(crate) fn from_key(key: TsKey) -> Self {
-        Self(slotmap::Key::data(&key).as_ffi())
-    }
-    pub(crate) fn key(self) -> Option<TsKey> {
-        key_from_raw(self.0)
-    }
 }
 
 /// The handle of one ensure, for designs that pass it back to release.
@@ -82,26 +53,36 @@ impl ThreadStateId {
 /// | bits | meaning |
 /// |---|---|
 /// | 31 | 0 (the value is a non-negative `i32`) |
-/// | 24..=30 | thread tag, 1..=127, from the issuing thread's number |
-/// | 0..=23 | per-thread sequence number of the ensure (wraps at 2^24) |
+/// | 19..=30 | thread tag, `1..=4095`: unique among the live threads that use tstate |
+/// | 0..=18 | per-thread sequence number of the ensure (wraps at 2^19) |
 ///
-/// A handle released on another thread is refused with
-/// [`WrongThread`](crate::Error::WrongThread) when the tags differ (126 in
-/// 127 foreign handles); otherwise, like a forged or already released handle,
-/// with [`InvalidHandle`](crate::Error::InvalidHandle). A handle of an outer,
-/// still open ensure gives [`OutOfOrder`](crate::Error::OutOfOrder). A stale
-/// handle could only alias the open one after 2^24 further ensures on that
-/// thread *and* with the same stack depth.
+/// Tags are handed out when a thread first uses tstate and returned when it
+/// exits, so two live threads never share one: a handle released on another
+/// live thread is always refused with
+/// [`WrongThread`](crate::Error::WrongThread), and never closes that
+/// thread's own span. A handle that was never issued (its tag belongs to no
+/// live thread), already released, or issued by a thread that has exited
+/// gives [`InvalidHandle`](crate::Error::InvalidHandle); a handle of an
+/// outer, still open ensure gives [`OutOfOrder`](crate::Error::OutOfOrder).
+///
+/// The bound: a thread that takes over the tag of an exited thread
+/// continues that tag's sequence where the exited thread stopped, so an old
+/// handle could only be mistaken for an open span of the new thread after
+/// 2^19 further ensures with that tag — and then only if it equals one of
+/// the spans open at that moment. At most 4,095 threads can use tstate at
+/// once; on the 4,096th, the handle design's ensure is refused with
+/// [`Busy`](crate::Error::Busy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(transparent)]
 pub struct Ticket(u32);
 
 impl Ticket {
-    pub(crate) const SEQ_BITS: u32 = 24;
+    pub(crate) const SEQ_BITS: u32 = 19;
     pub(crate) const SEQ_MASK: u32 = (1 << Self::SEQ_BITS) - 1;
+    pub(crate) const MAX_TAG: u16 = (1 << 12) - 1;
 
-    pub(crate) fn new(tag: u8, seq: u32) -> Self {
-        Self((u32::from(tag & 0x7f) << Self::SEQ_BITS) | (seq & Self::SEQ_MASK))
+    pub(crate) fn new(tag: u16, seq: u32) -> Self {
+        Self((u32::from(tag & Self::MAX_TAG) << Self::SEQ_BITS) | (seq & Self::SEQ_MASK))
     }
     /// The raw value: `1..=i32::MAX` for any issued ticket.
     pub const fn to_raw(self) -> u32 {
@@ -111,11 +92,15 @@ impl Ticket {
     pub const fn from_raw(raw: u32) -> Self {
         Self(raw)
     }
-    pub(crate) fn tag(self) -> u8 {
-        (self.0 >> Self::SEQ_BITS) as u8
+    pub(crate) fn tag(self) -> u16 {
+        ((self.0 >> Self::SEQ_BITS) & u32::from(Self::MAX_TAG)) as u16
     }
     pub(crate) fn seq(self) -> u32 {
         self.0 & Self::SEQ_MASK
+    }
+    /// Whether the value could have been issued at all.
+    pub(crate) fn well_formed(self) -> bool {
+        self.0 <= i32::MAX as u32 && self.tag() != 0
     }
 }
 
@@ -200,11 +185,17 @@ pub enum ReusePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RuntimeOptions {
     /// Lock mode of the main interpreter (`Own` is a GIL build, `None` a
-    /// free-threaded build). `SharedWithMain` is treated as `Own`.
+    /// free-threaded build). `SharedWithMain` is treated as `Own`. The model
+    /// only: the CPython backend's is CPython's.
     pub main_lock: LockMode,
     /// What happens to ensure-created thread states after the outermost
-    /// release.
+    /// release (the CPython backend always deletes subinterpreters' ones:
+    /// see `docs/cpython-backend.md`).
     pub reuse: ReusePolicy,
+    /// Generation of every registry slot's first id (a test hook: a value
+    /// near `u32::MAX` reaches the point where a slot is retired at once).
+    /// 0 or 1: normal.
+    pub first_generation: u32,
 }
 
 impl Default for RuntimeOptions {
@@ -212,6 +203,27 @@ impl Default for RuntimeOptions {
         Self {
             main_lock: LockMode::Own,
             reuse: ReusePolicy::KeepAndReset,
+            first_generation: 1,
+        }
+    }
+}
+
+/// Which backend a runtime runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum BackendKind {
+    /// The runtime model (the reference; loom-checked).
+    Model = 0,
+    /// Real CPython (libpython 3.9–3.13 in this process).
+    CPython = 1,
+}
+
+impl BackendKind {
+    /// `"model"` or `"cpython"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendKind::Model => "model",
+            BackendKind::CPython => "cpython",
         }
     }
 }
@@ -241,6 +253,9 @@ pub struct Diagnostics {
     pub exit_thread_states_freed: u64,
     /// Allocations made to fail by fault injection.
     pub injected_faults: u64,
+    /// Thread states whose thread exited while their interpreter refused new
+    /// holds: left for that interpreter's finalization to free.
+    pub orphaned_thread_states: u64,
     /// Times "Python work" saw another thread inside the same lock group at
     /// once (a mutual-exclusion violation; must stay 0).
     pub exclusion_violations: u64,

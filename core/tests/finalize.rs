@@ -248,9 +248,12 @@ fn finalize_main_finalizes_subinterpreters_first_and_refuses_creation() {
         assert_eq!(rt.interpreter_state(*id), Err(Error::NoSuchInterpreter));
     }
     assert_eq!(rt.diagnostics().interpreters, 0);
-    // re-initialization gives a new main with a new id
-    let main2 = rt.main_interpreter().unwrap();
+    // a lookup never creates: after finalization there is no main ...
+    assert_eq!(rt.main_interpreter(), Err(Error::NoSuchInterpreter));
+    // ... until re-initialization, which gives a new main with a new id
+    let main2 = rt.initialize().unwrap();
     assert_ne!(main2, main);
+    assert_eq!(rt.main_interpreter(), Ok(main2));
 }
 
 #[test]

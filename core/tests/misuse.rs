@@ -245,6 +245,7 @@ fn error_codes_and_messages_are_stable() {
         (Error::Busy, -9),
         (Error::Timeout, -10),
         (Error::Panic, -11),
+        (Error::Unsupported, -12),
     ];
     for (e, c) in expect {
         assert_eq!(e.code(), c);

@@ -70,6 +70,24 @@
 #define TSA_ERR_PANIC -11
 
 /**
+ * The backend cannot do this: a lock mode the running CPython lacks (own
+ * lock before 3.12; no lock without a free-threaded build), or a
+ * combination the model refuses (a subinterpreter sharing the lock of a
+ * free-threaded main).
+ */
+#define TSA_ERR_UNSUPPORTED -12
+
+/**
+ * Backend: the runtime model.
+ */
+#define TSA_BACKEND_MODEL 0
+
+/**
+ * Backend: real CPython (libpython 3.9 to 3.13 loaded in this process).
+ */
+#define TSA_BACKEND_CPYTHON 1
+
+/**
  * Lock mode: the interpreter has its own lock (a per-interpreter GIL).
  */
 #define TSA_LOCK_OWN 0
@@ -160,6 +178,11 @@ typedef struct TSA_Diagnostics {
    */
   uint64_t injected_faults;
   /**
+   * Thread states whose thread exited while their interpreter refused new
+   * holds: left for that interpreter's finalization to free.
+   */
+  uint64_t orphaned_thread_states;
+  /**
    * Times "Python work" saw another thread inside the same lock group at
    * once (a mutual-exclusion violation; must stay 0).
    */
@@ -170,6 +193,29 @@ typedef struct TSA_Diagnostics {
    */
   uint64_t work_after_finalize;
 } TSA_Diagnostics;
+
+/**
+ * Which backend a facade runs on, and with which CPython (C layout).
+ */
+typedef struct TSA_BackendInfo {
+  /**
+   * 0 = the model, 1 = CPython.
+   */
+  uint32_t kind;
+  /**
+   * CPython's major version (0 on the model).
+   */
+  uint32_t python_major;
+  /**
+   * CPython's minor version (0 on the model).
+   */
+  uint32_t python_minor;
+  /**
+   * Lock modes this backend can create: bit `1 << mode` for each
+   * `LOCK_*` mode.
+   */
+  uint32_t lock_modes;
+} TSA_BackendInfo;
 
 
 
@@ -252,11 +298,34 @@ int tsa_get(struct TSA_ThreadState **ts);
 int tsa_get_error_message(int code, const char **msg);
 
 /**
- * Writes the main interpreter's id to `*out`, creating the main
- * interpreter on first use (and anew after it was finalized).
+ * Makes the library ready, and is the one call that may create a main
+ * interpreter. On CPython: initializes CPython if it is not
+ * (`Py_InitializeEx(0)`, leaving the caller attached to main as
+ * `Py_Initialize` does) and registers the interpreter the caller is
+ * attached to (its finalization gate is installed then: call this at
+ * module init, or right after `Py_Initialize`). On the model: creates a
+ * main interpreter if there is none (there is one from the start; after
+ * `tsa_finalize_all`, this is the model's `Py_Initialize`).
+ *
+ * Thread: on CPython, one attached to the interpreter to register (or
+ * any, when it initializes CPython). Returns 0,
+ * `TSA_ERR_NO_SUCH_INTERPRETER` (CPython: the caller is not attached to
+ * an interpreter), `TSA_ERR_NO_MEMORY`, `TSA_ERR_UNSUPPORTED`,
+ * `TSA_ERR_PANIC`.
+ */
+int tsa_initialize(void);
+
+/**
+ * Writes the main interpreter's id to `*out`. Never creates an
+ * interpreter: after main was finalized this answers
+ * `TSA_ERR_NO_SUCH_INTERPRETER`, so a callback that looks main up each
+ * time is refused after shutdown. On CPython, main is registered (its gate
+ * installed) the first time this is called by a thread attached to it.
  *
  * Thread: any. Returns 0, `TSA_ERR_INVALID_ARGUMENT` (`out` NULL),
- * `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+ * `TSA_ERR_NO_SUCH_INTERPRETER` (finalized; on CPython also: never
+ * registered and the caller is not attached to it), `TSA_ERR_NO_MEMORY`,
+ * `TSA_ERR_PANIC`.
  *
  * # Safety
  * `out` must be NULL or valid for writing a `uint64_t`.
@@ -264,13 +333,32 @@ int tsa_get_error_message(int code, const char **msg);
 int tsa_main_interpreter(uint64_t *out);
 
 /**
+ * Writes the id of the interpreter the calling thread is attached to now.
+ * On CPython this includes thread states the library did not create (a
+ * Python thread calling into C): that interpreter is registered on first
+ * sight.
+ *
+ * Thread: any (answers for itself). Returns 0, `TSA_ERR_NOT_ATTACHED`,
+ * `TSA_ERR_INVALID_ARGUMENT`, `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing a `uint64_t`.
+ */
+int tsa_current_interpreter(uint64_t *out);
+
+/**
  * Creates a subinterpreter with `lock_mode` (`TSA_LOCK_*`) and writes its
  * id to `*out`. The caller owns nothing: finalize it with
- * `tsa_finalize`.
+ * `tsa_finalize`. On CPython: `Py_NewInterpreter` for
+ * `TSA_LOCK_SHARED_WITH_MAIN`, `Py_NewInterpreterFromConfig` with its own
+ * GIL for `TSA_LOCK_OWN` (3.12+); the caller is attached to main for the
+ * call and restored afterwards.
  *
  * Thread: any. Returns 0, `TSA_ERR_INVALID_ARGUMENT` (`out` NULL or an
- * unknown mode), `TSA_ERR_FINALIZING` (main is finalizing),
- * `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
+ * unknown mode), `TSA_ERR_UNSUPPORTED` (this backend cannot do the
+ * mode), `TSA_ERR_FINALIZING` (main is finalizing),
+ * `TSA_ERR_NO_SUCH_INTERPRETER` (no main), `TSA_ERR_NO_MEMORY`,
+ * `TSA_ERR_PANIC`.
  *
  * # Safety
  * `out` must be NULL or valid for writing a `uint64_t`.
@@ -287,19 +375,44 @@ int tsa_interpreter_state(uint64_t interp);
 
 /**
  * Finalizes `interp`: refuses new spans at once, waits (sleeping) until no
- * other thread holds it open, then deletes it and its thread states; its id
- * never resolves again. Finalizing the main interpreter finalizes every
- * subinterpreter first. The caller's own spans on `interp` are not waited
- * for; the caller is detached while it waits and re-attached afterwards if
- * its interpreter still exists.
+ * other thread holds it open, then ends it (on CPython:
+ * `Py_EndInterpreter`, or `Py_FinalizeEx` for main) and deletes its thread
+ * states; its id never resolves again. Finalizing the main interpreter
+ * finalizes every subinterpreter first. The caller's own spans on `interp`
+ * are not waited for; the caller is detached while it waits (if its lock
+ * is one the holders need; on CPython always) and re-attached afterwards
+ * if its interpreter still exists.
  *
- * `timeout_ms < 0` waits without bound. Thread: any.
- * Returns 0, `TSA_ERR_TIMEOUT` (the interpreter stays finalizing, list
- * the holders with `tsa_holders`; finalize may be called again),
- * `TSA_ERR_NO_SUCH_INTERPRETER`, `TSA_ERR_BUSY` (another thread is
- * finalizing it), `TSA_ERR_PANIC`.
+ * `timeout_ms < 0` waits without bound. The bound covers the caller's
+ * re-attach too (on the model): if its lock is still taken when the bound
+ * passes, the caller is left detached with that thread state saved
+ * (`tsa_current` answers 0; restore it with `tsa_restore_thread`).
+ * Thread: any. Returns 0, `TSA_ERR_TIMEOUT` (the interpreter stays
+ * finalizing; `tsa_finalize_report` gives the holders; finalize may be
+ * called again), `TSA_ERR_NO_SUCH_INTERPRETER`, `TSA_ERR_BUSY`
+ * (another thread is finalizing it), `TSA_ERR_PANIC`.
  */
 int tsa_finalize(uint64_t interp, int64_t timeout_ms);
+
+/**
+ * As `tsa_finalize`; when it returns `TSA_ERR_TIMEOUT`, writes up to
+ * `cap` of the threads that still held `interp` open to `buf` and their
+ * number to `*count` (0 on any other result). `buf` may be NULL when `cap`
+ * is 0.
+ *
+ * Thread: any. Returns as `tsa_finalize`, or
+ * `TSA_ERR_INVALID_ARGUMENT` (`count` NULL, or `buf` NULL with `cap > 0`:
+ * nothing was done).
+ *
+ * # Safety
+ * `buf` must be valid for `cap` writes (or NULL with `cap == 0`); `count`
+ * NULL or valid for writing a `size_t`.
+ */
+int tsa_finalize_report(uint64_t interp,
+                        int64_t timeout_ms,
+                        struct TSA_Holder *buf,
+                        size_t cap,
+                        size_t *count);
 
 /**
  * Finalizes the whole runtime (every subinterpreter, then main), like
@@ -435,6 +548,33 @@ void tsa_inject_panics(uint32_t n);
  * `out` must be NULL or valid for writing a `TSA_Diagnostics`.
  */
 int tsa_diagnostics(struct TSA_Diagnostics *out);
+
+/**
+ * Writes which backend this library runs on to `*out`: the model, or
+ * CPython with its version, and the lock modes it can create. The backend
+ * is chosen at the first call of any function: `TSTATE_BACKEND=model` or
+ * `=cpython` in the environment if set, else CPython when a libpython is
+ * loaded in the process, else the model.
+ *
+ * Thread: any. Returns 0, `TSA_ERR_INVALID_ARGUMENT`,
+ * `TSA_ERR_UNSUPPORTED` (`TSTATE_BACKEND=cpython` without a libpython),
+ * `TSA_ERR_PANIC`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing a `TSA_BackendInfo`.
+ */
+int tsa_backend_info(struct TSA_BackendInfo *out);
+
+/**
+ * Sets the bound, in milliseconds, on how long a finalization that
+ * CPython itself starts (interpreter exit, `Py_FinalizeEx` called
+ * directly) waits for open spans before it goes on (a negative value
+ * restores the default, 5,000). The holders still inside then are printed
+ * on stderr. The model has no such finalization: accepted, no effect.
+ *
+ * Thread: any. Returns 0, `TSA_ERR_PANIC`.
+ */
+int tsa_set_exit_bound(int64_t ms);
 
 #ifdef __cplusplus
 }  // extern "C"

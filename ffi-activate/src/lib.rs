@@ -31,7 +31,7 @@
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi;
-use tstate_core::{Error, InterpreterId, Runtime, ThreadStateId};
+use tstate_core::{Error, InterpreterId, ThreadStateId, with_global};
 
 pub mod rust;
 mod shared;
@@ -69,7 +69,7 @@ pub unsafe extern "C" fn tsa_new(interp: u64, ts: *mut *mut ThreadState) -> c_in
     // SAFETY: forwarded contract.
     unsafe {
         c_abi::out_param(ts, || {
-            let id = Runtime::global().new_thread_state(InterpreterId::from_raw(interp))?;
+            let id = with_global!(rt => rt.new_thread_state(InterpreterId::from_raw(interp)))?;
             Ok(to_ptr(id))
         })
     }
@@ -87,7 +87,10 @@ pub unsafe extern "C" fn tsa_new(interp: u64, ts: *mut *mut ThreadState) -> c_in
 /// was finalized; delete the handle), `TSA_ERR_NO_MEMORY`, `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_activate(ts: *mut ThreadState) -> c_int {
-    c_abi::boundary(|| Runtime::global().activate(from_ptr(ts)?).map(|()| 0))
+    c_abi::boundary(|| {
+        let ts = from_ptr(ts)?;
+        with_global!(rt => rt.activate(ts)).map(|()| 0)
+    })
 }
 
 /// Ends the span of [`tsa_activate`]; `ts` must be the calling thread's
@@ -100,7 +103,10 @@ pub extern "C" fn tsa_activate(ts: *mut ThreadState) -> c_int {
 /// was finalized), `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_deactivate(ts: *mut ThreadState) -> c_int {
-    c_abi::boundary(|| Runtime::global().deactivate(from_ptr(ts)?).map(|()| 0))
+    c_abi::boundary(|| {
+        let ts = from_ptr(ts)?;
+        with_global!(rt => rt.deactivate(ts)).map(|()| 0)
+    })
 }
 
 /// Deletes `ts`; the handle is invalid afterwards (using it gives
@@ -116,9 +122,8 @@ pub extern "C" fn tsa_deactivate(ts: *mut ThreadState) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_delete(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| {
-        Runtime::global()
-            .delete_thread_state(from_ptr(ts)?)
-            .map(|()| 0)
+        let ts = from_ptr(ts)?;
+        with_global!(rt => rt.delete_thread_state(ts)).map(|()| 0)
     })
 }
 
@@ -133,7 +138,7 @@ pub extern "C" fn tsa_delete(ts: *mut ThreadState) -> c_int {
 pub unsafe extern "C" fn tsa_get(ts: *mut *mut ThreadState) -> c_int {
     c_abi::boundary(|| {
         c_abi::non_null(ts)?;
-        let cur = Runtime::global().current();
+        let cur = with_global!(rt => Ok::<_, Error>(rt.current()))?;
         let p = cur.map_or(std::ptr::null_mut(), |(t, _)| to_ptr(t));
         // SAFETY: caller's contract.
         unsafe { c_abi::put(ts, p) }?;

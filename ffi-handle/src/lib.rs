@@ -22,7 +22,7 @@
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi;
-use tstate_core::{InterpreterId, Runtime, Ticket};
+use tstate_core::{InterpreterId, Ticket, with_global};
 
 pub mod rust;
 mod shared;
@@ -48,7 +48,7 @@ pub use shared::*;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
     let r = c_abi::boundary(|| {
-        let t = Runtime::global().ensure(InterpreterId::from_raw(interp))?;
+        let t = with_global!(rt => rt.ensure_ticket(InterpreterId::from_raw(interp)))?;
         // A ticket is always in 1..=i32::MAX (documented layout).
         Ok(t.to_raw() as c_int)
     });
@@ -71,7 +71,7 @@ pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> 
 pub extern "C" fn tsh_release(handle: c_int) -> c_int {
     c_abi::boundary(|| {
         let raw = u32::try_from(handle).map_err(|_| tstate_core::Error::InvalidHandle)?;
-        Runtime::global().release_ticket(Ticket::from_raw(raw))?;
+        with_global!(rt => rt.release_ticket(Ticket::from_raw(raw)))?;
         Ok(0)
     })
 }

@@ -1,16 +1,17 @@
 //! The runtime functions every facade's header offers, with this facade's
-//! prefix. GENERATED from `core/templates/shared_abi.rs.in` — do not edit;
-//! regenerate with `TSTATE_BLESS=1 cargo test -p tstate-ffi-handle --test generated`.
+//! prefix. GENERATED from `conformance/templates/shared_abi.rs.in` — do not
+//! edit; regenerate with `TSTATE_BLESS=1 cargo test -p tstate-conformance --test generated`.
 //!
-//! Every function: acts on the process-wide runtime; may be called from any
-//! thread (acting on the calling thread's attach state where it says so);
-//! never lets a panic cross the ABI (`TSH_ERR_PANIC`); refuses a NULL
-//! required pointer with `TSH_ERR_INVALID_ARGUMENT`; writes
-//! out-parameters only on success.
+//! Every function: acts on the process-wide runtime (the model, or real
+//! CPython when a libpython is loaded in the process: see
+//! `tsh_backend_info`); may be called from any thread (acting on the
+//! calling thread's attach state where it says so); never lets a panic
+//! cross the ABI (`TSH_ERR_PANIC`); refuses a NULL required pointer with
+//! `TSH_ERR_INVALID_ARGUMENT`; writes out-parameters only on success.
 
 use std::ffi::{c_char, c_int};
 use tstate_core::Diagnostics;
-use tstate_core::c_abi::{self, CHolder};
+use tstate_core::c_abi::{self, CBackendInfo, CHolder};
 
 /// Out of memory, or an allocation made to fail by fault injection. Nothing
 /// was half-created; retrying can succeed.
@@ -38,6 +39,16 @@ pub const ERR_BUSY: c_int = -9;
 pub const ERR_TIMEOUT: c_int = -10;
 /// A panic was caught inside the library (a bug); state may be partial.
 pub const ERR_PANIC: c_int = -11;
+/// The backend cannot do this: a lock mode the running CPython lacks (own
+/// lock before 3.12; no lock without a free-threaded build), or a
+/// combination the model refuses (a subinterpreter sharing the lock of a
+/// free-threaded main).
+pub const ERR_UNSUPPORTED: c_int = -12;
+
+/// Backend: the runtime model.
+pub const BACKEND_MODEL: u32 = 0;
+/// Backend: real CPython (libpython 3.9 to 3.13 loaded in this process).
+pub const BACKEND_CPYTHON: u32 = 1;
 
 /// Lock mode: the interpreter has its own lock (a per-interpreter GIL).
 pub const LOCK_OWN: u32 = 0;
@@ -46,11 +57,35 @@ pub const LOCK_SHARED_WITH_MAIN: u32 = 1;
 /// Lock mode: no lock (free-threaded: many threads attached at once).
 pub const LOCK_NONE: u32 = 2;
 
-/// Writes the main interpreter's id to `*out`, creating the main
-/// interpreter on first use (and anew after it was finalized).
+/// Makes the library ready, and is the one call that may create a main
+/// interpreter. On CPython: initializes CPython if it is not
+/// (`Py_InitializeEx(0)`, leaving the caller attached to main as
+/// `Py_Initialize` does) and registers the interpreter the caller is
+/// attached to (its finalization gate is installed then: call this at
+/// module init, or right after `Py_Initialize`). On the model: creates a
+/// main interpreter if there is none (there is one from the start; after
+/// `tsh_finalize_all`, this is the model's `Py_Initialize`).
+///
+/// Thread: on CPython, one attached to the interpreter to register (or
+/// any, when it initializes CPython). Returns 0,
+/// `TSH_ERR_NO_SUCH_INTERPRETER` (CPython: the caller is not attached to
+/// an interpreter), `TSH_ERR_NO_MEMORY`, `TSH_ERR_UNSUPPORTED`,
+/// `TSH_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsh_initialize() -> c_int {
+    c_abi::initialize()
+}
+
+/// Writes the main interpreter's id to `*out`. Never creates an
+/// interpreter: after main was finalized this answers
+/// `TSH_ERR_NO_SUCH_INTERPRETER`, so a callback that looks main up each
+/// time is refused after shutdown. On CPython, main is registered (its gate
+/// installed) the first time this is called by a thread attached to it.
 ///
 /// Thread: any. Returns 0, `TSH_ERR_INVALID_ARGUMENT` (`out` NULL),
-/// `TSH_ERR_NO_MEMORY`, `TSH_ERR_PANIC`.
+/// `TSH_ERR_NO_SUCH_INTERPRETER` (finalized; on CPython also: never
+/// registered and the caller is not attached to it), `TSH_ERR_NO_MEMORY`,
+/// `TSH_ERR_PANIC`.
 ///
 /// # Safety
 /// `out` must be NULL or valid for writing a `uint64_t`.
@@ -60,13 +95,34 @@ pub unsafe extern "C" fn tsh_main_interpreter(out: *mut u64) -> c_int {
     unsafe { c_abi::main_interpreter(out) }
 }
 
+/// Writes the id of the interpreter the calling thread is attached to now.
+/// On CPython this includes thread states the library did not create (a
+/// Python thread calling into C): that interpreter is registered on first
+/// sight.
+///
+/// Thread: any (answers for itself). Returns 0, `TSH_ERR_NOT_ATTACHED`,
+/// `TSH_ERR_INVALID_ARGUMENT`, `TSH_ERR_NO_MEMORY`, `TSH_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsh_current_interpreter(out: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::current_interpreter(out) }
+}
+
 /// Creates a subinterpreter with `lock_mode` (`TSH_LOCK_*`) and writes its
 /// id to `*out`. The caller owns nothing: finalize it with
-/// `tsh_finalize`.
+/// `tsh_finalize`. On CPython: `Py_NewInterpreter` for
+/// `TSH_LOCK_SHARED_WITH_MAIN`, `Py_NewInterpreterFromConfig` with its own
+/// GIL for `TSH_LOCK_OWN` (3.12+); the caller is attached to main for the
+/// call and restored afterwards.
 ///
 /// Thread: any. Returns 0, `TSH_ERR_INVALID_ARGUMENT` (`out` NULL or an
-/// unknown mode), `TSH_ERR_FINALIZING` (main is finalizing),
-/// `TSH_ERR_NO_MEMORY`, `TSH_ERR_PANIC`.
+/// unknown mode), `TSH_ERR_UNSUPPORTED` (this backend cannot do the
+/// mode), `TSH_ERR_FINALIZING` (main is finalizing),
+/// `TSH_ERR_NO_SUCH_INTERPRETER` (no main), `TSH_ERR_NO_MEMORY`,
+/// `TSH_ERR_PANIC`.
 ///
 /// # Safety
 /// `out` must be NULL or valid for writing a `uint64_t`.
@@ -86,20 +142,49 @@ pub extern "C" fn tsh_interpreter_state(interp: u64) -> c_int {
 }
 
 /// Finalizes `interp`: refuses new spans at once, waits (sleeping) until no
-/// other thread holds it open, then deletes it and its thread states; its id
-/// never resolves again. Finalizing the main interpreter finalizes every
-/// subinterpreter first. The caller's own spans on `interp` are not waited
-/// for; the caller is detached while it waits and re-attached afterwards if
-/// its interpreter still exists.
+/// other thread holds it open, then ends it (on CPython:
+/// `Py_EndInterpreter`, or `Py_FinalizeEx` for main) and deletes its thread
+/// states; its id never resolves again. Finalizing the main interpreter
+/// finalizes every subinterpreter first. The caller's own spans on `interp`
+/// are not waited for; the caller is detached while it waits (if its lock
+/// is one the holders need; on CPython always) and re-attached afterwards
+/// if its interpreter still exists.
 ///
-/// `timeout_ms < 0` waits without bound. Thread: any.
-/// Returns 0, `TSH_ERR_TIMEOUT` (the interpreter stays finalizing, list
-/// the holders with `tsh_holders`; finalize may be called again),
-/// `TSH_ERR_NO_SUCH_INTERPRETER`, `TSH_ERR_BUSY` (another thread is
-/// finalizing it), `TSH_ERR_PANIC`.
+/// `timeout_ms < 0` waits without bound. The bound covers the caller's
+/// re-attach too (on the model): if its lock is still taken when the bound
+/// passes, the caller is left detached with that thread state saved
+/// (`tsh_current` answers 0; restore it with `tsh_restore_thread`).
+/// Thread: any. Returns 0, `TSH_ERR_TIMEOUT` (the interpreter stays
+/// finalizing; `tsh_finalize_report` gives the holders; finalize may be
+/// called again), `TSH_ERR_NO_SUCH_INTERPRETER`, `TSH_ERR_BUSY`
+/// (another thread is finalizing it), `TSH_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsh_finalize(interp: u64, timeout_ms: i64) -> c_int {
     c_abi::finalize(interp, timeout_ms)
+}
+
+/// As `tsh_finalize`; when it returns `TSH_ERR_TIMEOUT`, writes up to
+/// `cap` of the threads that still held `interp` open to `buf` and their
+/// number to `*count` (0 on any other result). `buf` may be NULL when `cap`
+/// is 0.
+///
+/// Thread: any. Returns as `tsh_finalize`, or
+/// `TSH_ERR_INVALID_ARGUMENT` (`count` NULL, or `buf` NULL with `cap > 0`:
+/// nothing was done).
+///
+/// # Safety
+/// `buf` must be valid for `cap` writes (or NULL with `cap == 0`); `count`
+/// NULL or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsh_finalize_report(
+    interp: u64,
+    timeout_ms: i64,
+    buf: *mut CHolder,
+    cap: usize,
+    count: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::finalize_report(interp, timeout_ms, buf, cap, count) }
 }
 
 /// Finalizes the whole runtime (every subinterpreter, then main), like
@@ -263,13 +348,46 @@ pub unsafe extern "C" fn tsh_diagnostics(out: *mut Diagnostics) -> c_int {
     unsafe { c_abi::diagnostics(out) }
 }
 
+/// Writes which backend this library runs on to `*out`: the model, or
+/// CPython with its version, and the lock modes it can create. The backend
+/// is chosen at the first call of any function: `TSTATE_BACKEND=model` or
+/// `=cpython` in the environment if set, else CPython when a libpython is
+/// loaded in the process, else the model.
+///
+/// Thread: any. Returns 0, `TSH_ERR_INVALID_ARGUMENT`,
+/// `TSH_ERR_UNSUPPORTED` (`TSTATE_BACKEND=cpython` without a libpython),
+/// `TSH_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `TSH_BackendInfo`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsh_backend_info(out: *mut CBackendInfo) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::backend_info(out) }
+}
+
+/// Sets the bound, in milliseconds, on how long a finalization that
+/// CPython itself starts (interpreter exit, `Py_FinalizeEx` called
+/// directly) waits for open spans before it goes on (a negative value
+/// restores the default, 5,000). The holders still inside then are printed
+/// on stderr. The model has no such finalization: accepted, no effect.
+///
+/// Thread: any. Returns 0, `TSH_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsh_set_exit_bound(ms: i64) -> c_int {
+    c_abi::set_exit_bound(ms)
+}
+
 /// This facade's shared functions as a table, for Rust drivers that call
 /// several facades through their C ABI (the conformance suite).
 pub const SHARED_ABI: c_abi::SharedAbi = c_abi::SharedAbi {
+    initialize: tsh_initialize,
     main_interpreter: tsh_main_interpreter,
+    current_interpreter: tsh_current_interpreter,
     create_interpreter: tsh_create_interpreter,
     interpreter_state: tsh_interpreter_state,
     finalize: tsh_finalize,
+    finalize_report: tsh_finalize_report,
     finalize_all: tsh_finalize_all,
     holders: tsh_holders,
     save_thread: tsh_save_thread,
@@ -284,6 +402,8 @@ pub const SHARED_ABI: c_abi::SharedAbi = c_abi::SharedAbi {
     fail_allocations: tsh_fail_allocations,
     inject_panics: tsh_inject_panics,
     diagnostics: tsh_diagnostics,
+    backend_info: tsh_backend_info,
+    set_exit_bound: tsh_set_exit_bound,
 };
 
 #[cfg(test)]
@@ -305,6 +425,7 @@ mod tests {
             ERR_BUSY,
             ERR_TIMEOUT,
             ERR_PANIC,
+            ERR_UNSUPPORTED,
         ];
         let core: Vec<c_int> = Error::ALL.iter().map(|e| e.code()).collect();
         assert_eq!(ours.to_vec(), core);
