@@ -168,10 +168,8 @@ mod pthread_key {
             k
         });
         // SAFETY: `key` was created above; any non-NULL value arms it.
-        assert_eq!(
-            unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<libc::c_void>()) },
-            0
-        );
+        let rc = unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<libc::c_void>()) };
+        assert_eq!(rc, 0);
     }
 }
 
