@@ -26,9 +26,7 @@ c_thread_func(pyrun_t *to_run)
     PyThreadState *ts;
     int err = PyThreadState_New(to_run->interp, &ts);
     if (err) {
-        const char *msg;
-        PyThreadState_GetErrorMessage(err, msg);
-        fprintf(stderr, "%s\n", msg);
+        fprintf(stderr, "%s\n", PyThreadState_GetErrorMessage(err));
         abort();
     }
 

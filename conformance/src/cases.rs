@@ -944,19 +944,24 @@ pub fn enter_races_create_and_finalize<F: Facade>() -> CaseResult {
         }
         Ok(n)
     });
-    let mut total = 0;
+    let (mut granted, mut refused) = (0, 0);
     for w in workers {
         let (g, r) = w
             .join()
             .map_err(|_| Failure::Fail("worker panicked".into()))??;
-        total += g + r;
+        granted += g;
+        refused += r;
     }
     done.store(true, Ordering::Release);
     let finalizations = driver
         .join()
         .map_err(|_| Failure::Fail("driver panicked".into()))??;
     F::finalize(current.load(Ordering::Acquire), 10_000)?;
-    check_eq!(total, (THREADS * iters) as u64);
+    check_eq!(granted + refused, (THREADS * iters) as u64);
+    check!(
+        granted > 0 && refused > 0,
+        "granted {granted}, refused {refused}: the race was not exercised"
+    );
     check!(finalizations > 0);
     check_eq!(F::diagnostics().work_after_finalize, before);
     Ok(())

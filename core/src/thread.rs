@@ -69,8 +69,10 @@ impl CtxCell {
 impl Drop for CtxCell {
     fn drop(&mut self) {
         let p = self.ptr.get();
+        // a model that failed is unwinding: its state is not to be trusted
         if let Some(f) = self.exit.get()
             && !p.is_null()
+            && !std::thread::panicking()
         {
             // SAFETY: `f` is the exit function registered with `p` by
             // `new_thread_ctx` for this cell's backend.

@@ -74,32 +74,36 @@ fn mutual_exclusion_shared_lock_4_threads_x_5000() {
     exclusion(LockMode::SharedWithMain, 4, scaled(5000));
 }
 
+/// A free-threaded interpreter has its threads attached at the same time:
+/// 4 threads × 200 rounds, each round all 4 inside a span together (a
+/// barrier inside the spans would wait forever — the watchdog fails the
+/// test — if the runtime serialized them).
 #[test]
-fn free_threaded_interpreter_loses_updates_under_contention_but_reports_no_violation() {
-    // Sanity check that the work counter can detect races: without a lock,
-    // concurrent load+store loses updates. (If this machine happened not to
-    // interleave, the test still passes: it asserts only "≤".)
+fn free_threaded_interpreter_has_its_threads_attached_at_once_4_x_200() {
     watchdog(60, || {
         let rt = Arc::new(Runtime::new());
         let ft = rt.create_interpreter(LockMode::None).unwrap();
-        let iters = scaled(20_000);
+        let rounds = scaled(200);
+        let barrier = Arc::new(std::sync::Barrier::new(4));
         let hs: Vec<_> = (0..4)
             .map(|_| {
-                let rt = rt.clone();
+                let (rt, b) = (rt.clone(), barrier.clone());
                 std::thread::spawn(move || {
-                    let t = rt.ensure(ft).unwrap();
-                    for _ in 0..iters {
+                    for _ in 0..rounds {
+                        let t = rt.ensure(ft).unwrap();
+                        b.wait(); // all four are attached here
+                        assert!(rt.is_attached(ft));
                         rt.work(ft).unwrap();
+                        b.wait();
+                        rt.release_ticket(t).unwrap();
                     }
-                    rt.release_ticket(t).unwrap();
                 })
             })
             .collect();
         for h in hs {
             h.join().unwrap();
         }
-        assert!(rt.work_count(ft).unwrap() as usize <= 4 * iters);
-        assert_eq!(rt.diagnostics().exclusion_violations, 0);
+        assert_eq!(rt.diagnostics().open_holds, 0);
     });
 }
 
@@ -181,9 +185,15 @@ fn ensure_races_create_and_finalize_8_threads_x_3000() {
         assert_eq!(d.work_after_finalize, 0);
         assert_eq!(d.exclusion_violations, 0);
         assert_eq!(d.open_holds, 0);
-        assert_eq!(
-            granted.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed),
-            (THREADS * iters) as u64
+        // both outcomes happened (the race was real), and the invariant: no
+        // work ever ran in a finalized interpreter (checked above)
+        let (g, r) = (
+            granted.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed),
+        );
+        assert!(
+            g > 0 && r > 0,
+            "granted {g}, refused {r}: the race was not exercised"
         );
         assert_eq!(d.finalized, finalizations);
         eprintln!(

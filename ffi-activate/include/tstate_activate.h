@@ -583,6 +583,10 @@ int tsa_set_exit_bound(int64_t ms);
 #endif  /* TSTATE_ACTIVATE_H */
 
 #ifdef TSTATE_ACTIVATE_DISCUSSION_NAMES
+#ifdef TSTATE_DISCUSSION_NAMES_IN_USE
+#error "tstate: TSTATE_ACTIVATE_DISCUSSION_NAMES: another facade's discussion spellings (PyThreadState_*) are already enabled in this translation unit; define one TSTATE_*_DISCUSSION_NAMES per file"
+#endif
+#define TSTATE_DISCUSSION_NAMES_IN_USE 1
 /* The discussion's spellings (interpreters are uint64_t ids here). */
 #define PyThreadState TSA_ThreadState
 #define PyThreadState_New tsa_new
@@ -590,6 +594,7 @@ int tsa_set_exit_bound(int64_t ms);
 #define PyThreadState_Deactivate tsa_deactivate
 #define PyThreadState_Delete tsa_delete
 #define PyThreadState_Get tsa_get
-/* PyThreadState_GetErrorMessage(err, msg) with `const char *msg`. */
-#define PyThreadState_GetErrorMessage(code, msg) tsa_get_error_message((code), &(msg))
+/* const char *PyThreadState_GetErrorMessage(int code): the static message
+ * of any code (the contract's spelling; never NULL, never freed). */
+#define PyThreadState_GetErrorMessage(code) tsa_error_message(code)
 #endif /* TSTATE_ACTIVATE_DISCUSSION_NAMES */

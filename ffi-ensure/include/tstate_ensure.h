@@ -575,6 +575,10 @@ int tse_set_exit_bound(int64_t ms);
 #endif  /* TSTATE_ENSURE_H */
 
 #ifdef TSTATE_ENSURE_DISCUSSION_NAMES
+#ifdef TSTATE_DISCUSSION_NAMES_IN_USE
+#error "tstate: TSTATE_ENSURE_DISCUSSION_NAMES: another facade's discussion spellings (PyThreadState_*) are already enabled in this translation unit; define one TSTATE_*_DISCUSSION_NAMES per file"
+#endif
+#define TSTATE_DISCUSSION_NAMES_IN_USE 1
 /* The discussion's spellings (interpreters are uint64_t ids here). */
 #define PyThreadState_Ensure tse_ensure
 #define PyThreadState_Release tse_release
