@@ -41,6 +41,10 @@ pub struct Interp<B: Backend> {
     pub(crate) data: B::Interp,
     /// The modelled Python data that "Python work" mutates.
     work: PyData,
+    /// Data of this interpreter's lock group (kept on the group's lock
+    /// owner): what every interpreter sharing a lock touches under it — as
+    /// legacy subinterpreters share the main interpreter's allocator state.
+    group_data: PyData,
     /// Threads inside "Python work" in this lock group (kept on the group's
     /// lock owner), to detect mutual-exclusion violations. Relaxed on
     /// purpose: a detector, not synchronisation (so that under loom it
@@ -66,6 +70,7 @@ impl<B: Backend> Interp<B> {
             gate: Gate::new(),
             data,
             work: PyData::new(),
+            group_data: PyData::new(),
             in_work: AtomicU32::new(0),
             cells: Mutex::new(Vec::new()),
         }
@@ -80,6 +85,9 @@ impl<B: Backend> Interp<B> {
         let exclusion_violated = inside != 0 && locked.is_some();
         let after_gone = self.gate.is_gone();
         let value = self.work.increment();
+        if locked.is_some() {
+            group.group_data.increment();
+        }
         group.in_work.fetch_sub(1, Ordering::Relaxed);
         WorkOutcome {
             value,
@@ -90,6 +98,13 @@ impl<B: Backend> Interp<B> {
 
     pub(crate) fn work_count(&self) -> u64 {
         self.work.get()
+    }
+
+    /// The finalizer's last touch of the interpreter's data once no span is
+    /// left (CPython frees its objects here): every span's work must
+    /// happen-before it — which the loom models check through `PyData`.
+    pub(crate) fn teardown(&self) {
+        self.work.teardown();
     }
 
     /// Registers one thread's hold cell (once per thread and interpreter).

@@ -263,6 +263,7 @@ impl<B: Backend> Runtime<B> {
                 None => (0, Vec::new()),
             };
             self.reg.backend.end_interpreter(interp, next, &mine);
+            interp.teardown();
             interp.gate.finish_finalize();
             self.reg.remove_interp(interp);
             self.reg.count(|c| &c.finalized);

@@ -348,6 +348,20 @@ impl PyData {
         }
     }
 
+    /// The finalizer's write after the last span (the value is kept).
+    pub(crate) fn teardown(&self) {
+        #[cfg(not(loom))]
+        {
+            let v = self.v.load(Ordering::Relaxed);
+            self.v.store(v, Ordering::Release);
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: as `increment`.
+            self.v.with_mut(|p| unsafe { *p = *p })
+        }
+    }
+
     /// Reads the value (a racy snapshot outside loom).
     pub(crate) fn get(&self) -> u64 {
         #[cfg(not(loom))]
