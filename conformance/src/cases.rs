@@ -78,12 +78,19 @@ fn na(reason: &'static str) -> CaseResult {
     Err(Failure::NotApplicable(reason))
 }
 
+/// A subinterpreter of whichever lock mode the backend can create (own
+/// lock where it can, else shared with main): for the cases where the mode
+/// does not matter.
+fn any_sub<F: Facade>() -> Result<u64, Failure> {
+    Ok(F::create(Sub::<F>::any_mode())?)
+}
+
 // ----- the common scenarios -------------------------------------------------
 
 /// A native thread that never had a thread state calls in and leaves
 /// nothing attached behind.
 pub fn fresh_native_thread<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         check_eq!(F::current(), None);
@@ -102,7 +109,7 @@ pub fn fresh_native_thread<F: Facade>() -> CaseResult {
 /// Cython `with gil` inside a nogil function called with the GIL held: the
 /// same thread state stays attached throughout.
 pub fn nested_on_attached_thread<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let outer = F::enter(id)?;
@@ -122,7 +129,7 @@ pub fn nested_on_attached_thread<F: Facade>() -> CaseResult {
 /// and leaving returns to the detached state; restore re-attaches the saved
 /// thread state exactly.
 pub fn reentry_after_save_nogil<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let outer = F::enter(id)?;
@@ -150,7 +157,7 @@ pub fn reentry_after_save_nogil<F: Facade>() -> CaseResult {
 pub fn subinterpreter_thread_calls_its_own_subinterpreter<F: Facade>() -> CaseResult {
     let main = F::main_interpreter()?;
     let main_before = F::work_count(main)?;
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let sub = i.id;
     on_thread(move || -> CaseResult {
         let s = F::enter(sub)?;
@@ -175,7 +182,7 @@ pub fn subinterpreter_thread_calls_its_own_subinterpreter<F: Facade>() -> CaseRe
 /// A → B → A → back: each leave restores exactly the thread state (and
 /// interpreter) attached before the matching enter.
 pub fn nesting_a_b_a_restores_exactly<F: Facade>() -> CaseResult {
-    let (sub_a, sub_b) = (Sub::<F>::new(OWN)?, Sub::<F>::new(OWN)?);
+    let (sub_a, sub_b) = (Sub::<F>::any()?, Sub::<F>::any()?);
     let (a, b) = (sub_a.id, sub_b.id);
     on_thread(move || -> CaseResult {
         let sa = F::enter(a)?;
@@ -202,7 +209,7 @@ pub fn nesting_a_b_a_restores_exactly<F: Facade>() -> CaseResult {
 pub fn thread_pool_exact_counts_no_leak_between_tasks<F: Facade>() -> CaseResult {
     const WORKERS: usize = 4;
     const TASKS: usize = 1000;
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..WORKERS)
@@ -243,7 +250,7 @@ pub fn pyarrow_callback_from_python_thread_and_pool_thread<F: Facade>() -> CaseR
         F::leave(s)?;
         Ok(pos)
     }
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let outer = F::enter(id)?;
@@ -320,7 +327,7 @@ fn wait_finalizing<F: Facade>(id: u64) -> CaseResult {
 /// once with FINALIZING (never hangs, never attaches); afterwards the id is
 /// gone.
 pub fn enter_refused_once_finalizing_with_threads_inside<F: Facade>() -> CaseResult {
-    let id = F::create(OWN)?;
+    let id = any_sub::<F>()?;
     let h = hold::<F>(id)?;
     let fin = std::thread::spawn(move || F::finalize(id, 10_000));
     wait_finalizing::<F>(id)?;
@@ -353,7 +360,7 @@ pub fn enter_refused_once_finalizing_with_threads_inside<F: Facade>() -> CaseRes
 /// Finalize does not complete while a holder is inside, and completes once
 /// it leaves.
 pub fn finalize_waits_for_holder_then_completes<F: Facade>() -> CaseResult {
-    let id = F::create(OWN)?;
+    let id = any_sub::<F>()?;
     let h = hold::<F>(id)?;
     let released = Arc::new(AtomicBool::new(false));
     let r2 = released.clone();
@@ -378,7 +385,7 @@ pub fn finalize_waits_for_holder_then_completes<F: Facade>() -> CaseResult {
 /// Finalize with a bound times out, names the holder, keeps refusing; a
 /// second finalize after the holder left completes.
 pub fn finalize_times_out_and_names_the_holder<F: Facade>() -> CaseResult {
-    let id = F::create(OWN)?;
+    let id = any_sub::<F>()?;
     let h = hold::<F>(id)?;
     let t0 = Instant::now();
     expect_code(F::finalize(id, 50), E::Timeout, "bounded finalize")?;
@@ -397,7 +404,7 @@ pub fn finalize_times_out_and_names_the_holder<F: Facade>() -> CaseResult {
 /// A holder that detached can re-attach, work and leave while finalize
 /// waits (finalize never holds the interpreter's lock while waiting).
 pub fn reattach_inside_open_span_during_finalization<F: Facade>() -> CaseResult {
-    let id = F::create(OWN)?;
+    let id = any_sub::<F>()?;
     let h = hold::<F>(id)?;
     let fin = std::thread::spawn(move || F::finalize(id, 10_000));
     wait_finalizing::<F>(id)?;
@@ -412,7 +419,7 @@ pub fn reattach_inside_open_span_during_finalization<F: Facade>() -> CaseResult 
 
 /// After finalize, its id is refused everywhere with NO_SUCH_INTERPRETER.
 pub fn stale_id_after_finalize_is_refused<F: Facade>() -> CaseResult {
-    let id = F::create(OWN)?;
+    let id = any_sub::<F>()?;
     F::finalize(id, 5000)?;
     expect_code(
         on_thread(move || F::enter(id)),
@@ -427,11 +434,11 @@ pub fn stale_id_after_finalize_is_refused<F: Facade>() -> CaseResult {
 
 /// Slots are reused by new interpreters, yet the old id never reaches them.
 pub fn slot_reuse_never_aliases_an_old_id<F: Facade>() -> CaseResult {
-    let old = F::create(OWN)?;
+    let old = any_sub::<F>()?;
     F::finalize(old, 5000)?;
     let mut reused = false;
     for _ in 0..8 {
-        let new = Sub::<F>::new(OWN)?;
+        let new = Sub::<F>::any()?;
         check!(new.id != old);
         reused |= new.id & 0xffff_ffff == old & 0xffff_ffff;
         let nid = new.id;
@@ -464,7 +471,7 @@ pub fn misuse_release_with_nothing_entered<F: Facade>() -> CaseResult {
 
 /// Enter once, leave twice: the second is refused.
 pub fn misuse_double_release<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let s = F::enter(id)?;
@@ -487,7 +494,7 @@ pub fn misuse_double_release_inside_an_enclosing_span<F: Facade>() -> CaseResult
             "release names no span: a second release cannot be told from releasing the enclosing span, which it then releases",
         );
     }
-    let (sub_a, sub_b) = (Sub::<F>::new(OWN)?, Sub::<F>::new(OWN)?);
+    let (sub_a, sub_b) = (Sub::<F>::any()?, Sub::<F>::any()?);
     let (a, b) = (sub_a.id, sub_b.id);
     on_thread(move || -> CaseResult {
         let outer = F::enter(a)?;
@@ -513,7 +520,7 @@ pub fn misuse_out_of_order_release<F: Facade>() -> CaseResult {
             "release names no span: it always releases the innermost, so out-of-order cannot be expressed",
         );
     }
-    let (sub_a, sub_b) = (Sub::<F>::new(OWN)?, Sub::<F>::new(OWN)?);
+    let (sub_a, sub_b) = (Sub::<F>::any()?, Sub::<F>::any()?);
     let (a, b) = (sub_a.id, sub_b.id);
     on_thread(move || -> CaseResult {
         let outer = F::enter(a)?;
@@ -531,7 +538,7 @@ pub fn misuse_out_of_order_release<F: Facade>() -> CaseResult {
 /// A span released on another thread is refused there, and its owner is
 /// unchanged and can still release it.
 pub fn misuse_release_on_another_thread<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let s = F::enter(id)?;
@@ -553,7 +560,7 @@ pub fn misuse_forged_handle<F: Facade>() -> CaseResult {
     let Some(forged) = F::forged_span() else {
         return na("no handles: release takes nothing that could be forged");
     };
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let s = F::enter(id)?;
@@ -574,7 +581,7 @@ pub fn misuse_delete_while_active<F: Facade>() -> CaseResult {
     let Some(l) = F::lifecycle() else {
         return na("no delete: the design creates and frees thread states itself");
     };
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let ts = (l.new)(id)?;
@@ -592,7 +599,7 @@ pub fn misuse_use_after_delete<F: Facade>() -> CaseResult {
     let Some(l) = F::lifecycle() else {
         return na("no thread-state handles: nothing can be used after delete");
     };
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let ts = (l.new)(id)?;
@@ -610,7 +617,7 @@ pub fn misuse_double_activate<F: Facade>() -> CaseResult {
     let Some(l) = F::lifecycle() else {
         return na("no activate: ensure on an attached thread is legal nesting");
     };
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let ts = (l.new)(id)?;
@@ -673,7 +680,7 @@ pub fn misuse_id_zero_forged_ids_and_bad_lock_mode<F: Facade>() -> CaseResult {
 
 /// A saved thread state can only be restored on its own OS thread.
 pub fn affinity_thread_state_restored_only_on_its_thread<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         let s = F::enter(id)?;
@@ -692,7 +699,7 @@ pub fn affinity_thread_state_restored_only_on_its_thread<F: Facade>() -> CaseRes
 /// A thread that exits inside spans is cleaned up by its thread-exit
 /// destructor: counted, the interpreter no longer held, finalize completes.
 pub fn thread_exit_with_spans_open_is_cleaned_up<F: Facade>() -> CaseResult {
-    let id = F::create(OWN)?;
+    let id = any_sub::<F>()?;
     let before = F::diagnostics();
     on_thread(move || -> CaseResult {
         F::enter(id)?;
@@ -712,7 +719,7 @@ pub fn thread_exit_with_spans_open_is_cleaned_up<F: Facade>() -> CaseResult {
 /// An injected allocation failure at each point of a fresh thread's first
 /// enter gives NO_MEMORY with nothing changed, and a retry succeeds.
 pub fn allocation_failure_at_enter_changes_nothing<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     let mut failed_points = 0;
     for skip in 0..8u32 {
@@ -749,6 +756,11 @@ pub fn allocation_failure_at_enter_changes_nothing<F: Facade>() -> CaseResult {
 /// time (with a lock, they could not all be inside together).
 pub fn free_threaded_all_threads_attached_at_once<F: Facade>() -> CaseResult {
     const N: usize = 4;
+    if !F::supports(NONE) {
+        return na(
+            "this backend cannot create a free-threaded interpreter (CPython: no free-threaded build here)",
+        );
+    }
     let i = Sub::<F>::new(NONE)?;
     let id = i.id;
     let inside = Arc::new(AtomicUsize::new(0));
@@ -817,6 +829,11 @@ fn contention<F: Facade>(threads: usize, iters: usize, ids: [u64; 2]) -> CaseRes
 /// 4 threads × 2,000 enter/work/leave on one own-lock interpreter: no lost
 /// update, no overlap seen.
 pub fn mutual_exclusion_own_lock_under_contention<F: Facade>() -> CaseResult {
+    if !F::supports(OWN) {
+        return na(
+            "this backend cannot create an interpreter with its own lock (CPython: per-interpreter GIL is 3.12+)",
+        );
+    }
     let i = Sub::<F>::new(OWN)?;
     contention::<F>(4, 2000 * scale(), [i.id, i.id])
 }
@@ -832,7 +849,7 @@ pub fn mutual_exclusion_shared_lock_under_contention<F: Facade>() -> CaseResult 
 /// around and after they are gone (CPython 3.11 says 1 forever).
 pub fn attached_check_exact_with_subinterpreters<F: Facade>() -> CaseResult {
     let main = F::main_interpreter()?;
-    let sub = F::create(OWN)?;
+    let sub = any_sub::<F>()?;
     on_thread(move || -> CaseResult {
         check!(!F::is_attached(main) && !F::is_attached(sub));
         let s = F::enter(sub)?;
@@ -864,7 +881,7 @@ pub fn message_for_every_code<F: Facade>() -> CaseResult {
 /// A panic inside an exported function comes back as PANIC (or the
 /// function's documented default), never as an unwind into C.
 pub fn no_panic_crosses_the_abi<F: Facade>() -> CaseResult {
-    let i = Sub::<F>::new(OWN)?;
+    let i = Sub::<F>::any()?;
     let id = i.id;
     on_thread(move || -> CaseResult {
         F::inject_panics(1);
@@ -903,15 +920,19 @@ pub fn enter_races_create_and_finalize<F: Facade>() -> CaseResult {
     const THREADS: usize = 8;
     let iters = 10_000 * scale();
     let before = F::diagnostics().work_after_finalize;
-    let current = Arc::new(AtomicU64::new(F::create(OWN)?));
+    let current = Arc::new(AtomicU64::new(any_sub::<F>()?));
     let done = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
             let current = current.clone();
             std::thread::spawn(move || -> Result<(u64, u64), Failure> {
                 let (mut granted, mut refused) = (0, 0);
-                for _ in 0..iters {
+                for k in 0..iters {
                     let id = current.load(Ordering::Acquire);
+                    if k % 16 == 0 {
+                        // a caller that looked the id up a while ago
+                        std::thread::yield_now();
+                    }
                     match F::enter(id) {
                         Ok(s) => {
                             F::work(id)?;
@@ -934,10 +955,14 @@ pub fn enter_races_create_and_finalize<F: Facade>() -> CaseResult {
         })
         .collect();
     let (c2, d2) = (current.clone(), done.clone());
+    let modes: Vec<u32> = [OWN, SHARED, NONE]
+        .into_iter()
+        .filter(|&m| F::supports(m))
+        .collect();
     let driver = std::thread::spawn(move || -> Result<u64, Failure> {
         let mut n = 0;
         while !d2.load(Ordering::Acquire) {
-            let next = F::create([OWN, SHARED, NONE][n as usize % 3])?;
+            let next = F::create(modes[n as usize % modes.len()])?;
             let old = c2.swap(next, Ordering::AcqRel);
             F::finalize(old, 10_000)?;
             n += 1;

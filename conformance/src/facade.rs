@@ -71,6 +71,22 @@ pub struct Lifecycle {
 
 /// Convenience wrappers over [`SharedAbi`] (the shared part of every header).
 pub trait Shared: Facade {
+    /// `*_initialize`.
+    fn initialize() -> Result<(), Code> {
+        rc((Self::abi().initialize)()).map(|_| ())
+    }
+    /// `*_backend_info`.
+    fn backend_info() -> tstate_core::c_abi::CBackendInfo {
+        let mut b = tstate_core::c_abi::CBackendInfo::default();
+        // SAFETY: valid out-pointer.
+        let r = unsafe { (Self::abi().backend_info)(&mut b) };
+        assert_eq!(r, 0, "backend_info");
+        b
+    }
+    /// Whether the backend can create a subinterpreter with `mode`.
+    fn supports(mode: u32) -> bool {
+        Self::backend_info().lock_modes & (1 << mode) != 0
+    }
     /// `*_main_interpreter`.
     fn main_interpreter() -> Result<u64, Code> {
         let mut v = 0;

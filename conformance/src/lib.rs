@@ -9,7 +9,10 @@
 pub mod bench;
 pub mod boilerplate;
 pub mod cases;
+pub mod child;
+pub mod exitrace;
 pub mod facade;
+pub mod observed;
 pub mod pythons;
 pub mod report;
 pub mod runner;

@@ -115,6 +115,11 @@ fn run_facade<F: Facade>(case: Option<&str>, p: &mut Progress) -> report::Facade
 }
 
 fn main() {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("--child") && raw.len() == 4 {
+        let lib = std::env::var_os(tstate_conformance::child::LIBPYTHON_ENV).unwrap_or_default();
+        tstate_conformance::child::child_main(&raw[2], &raw[3], std::path::Path::new(&lib));
+    }
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -190,6 +190,17 @@ impl<F: Facade> Sub<F> {
             _f: std::marker::PhantomData,
         })
     }
+
+    /// The lock mode cases use when the mode does not matter: its own lock
+    /// where the backend can create one, else shared with main.
+    pub fn any_mode() -> u32 {
+        if F::supports(0) { 0 } else { 1 }
+    }
+
+    /// Creates one of [`any_mode`](Self::any_mode).
+    pub fn any() -> Result<Self, Failure> {
+        Self::new(Self::any_mode())
+    }
 }
 
 impl<F: Facade> Drop for Sub<F> {

@@ -113,10 +113,20 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// when the backend disagrees that `ts` is attached to `i`.
     fn python_work(&self, i: &Interp<Self>, ts: &TState<Self>) -> bool;
 
-    /// The calling thread's real attached thread state (0 if none), for
-    /// backends with [`EXTERNAL_SWITCHES`](Self::EXTERNAL_SWITCHES).
+    /// The backend's "current" thread state (0 if none), for backends with
+    /// [`EXTERNAL_SWITCHES`](Self::EXTERNAL_SWITCHES). It is the calling
+    /// thread's attached thread state when it is one of this thread's own
+    /// (a thread state is only ever attached by its owner thread), but it
+    /// may belong to another thread (CPython 3.9–3.11: the runtime-wide GIL
+    /// holder): see [`is_this_threads`](Self::is_this_threads).
     fn current_raw(&self) -> usize {
         0
+    }
+
+    /// Whether `raw`, the backend's current thread state and not one of the
+    /// library's records of this thread, is the calling thread's own.
+    fn is_this_threads(&self, _raw: usize) -> bool {
+        false
     }
 
     /// The backend thread state of `ts` (0 if none), compared with

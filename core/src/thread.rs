@@ -722,9 +722,13 @@ impl<B: Backend> RtCtx<B> {
             l.as_ref()
                 .is_some_and(|l| !l.ts.is_deleted() && B::raw(&l.ts) == real)
         });
+        // one of this thread's own records: exact (only its owner attaches
+        // a thread state); another thread state only if the backend can
+        // tell it is this thread's
         let idx = match found {
             Some(i) => Some(i as u32),
-            None => self.adopt(real),
+            None if self.backend().is_this_threads(real) => self.adopt(real),
+            None => None,
         };
         if let Some(i) = idx {
             self.set_current(i);

@@ -76,6 +76,13 @@ pub struct CpyInterp {
     /// 3.12 abort ("thread state already initialized") when a thread state
     /// is created in an interpreter whose last one was deleted. 0 if none.
     pub(crate) keeper: AtomicUsize,
+    /// The OS thread that created the subinterpreter (and its keeper). The
+    /// subinterpreter's `threading` module was imported on the keeper, so
+    /// its `_MainThread` lock is the keeper's; `threading._shutdown` (run
+    /// by `Py_EndInterpreter` before the atexit callbacks) releases that
+    /// lock itself on this thread, but on any other thread it waits for it
+    /// (3.10–3.12): ended from another thread, the keeper must go first.
+    pub(crate) keeper_thread: u64,
 }
 
 /// A thread state's `PyThreadState *` (0: not materialized).
@@ -265,6 +272,16 @@ impl Backend for CPython {
         unsafe { self.api.current() as usize }
     }
 
+    fn is_this_threads(&self, raw: usize) -> bool {
+        if self.api.current_is_thread_local() {
+            return raw != 0;
+        }
+        // 3.9–3.11: `current` is the GIL holder, whichever thread it is; it
+        // is this thread's when it is this thread's gilstate-bound one
+        // SAFETY: reads this thread's gilstate binding only.
+        raw != 0 && unsafe { (self.api.PyGILState_GetThisThreadState)() } as usize == raw
+    }
+
     fn raw(ts: &TState<Self>) -> usize {
         ts.data.ptr.load(Ordering::Relaxed)
     }
@@ -349,6 +366,7 @@ impl CPython {
             created: false,
             main,
             keeper: AtomicUsize::new(0),
+            keeper_thread: 0,
         };
         let mode = if is_main {
             LockMode::Own
@@ -416,6 +434,7 @@ impl CPython {
             created: true,
             main: (!own_gil).then(|| main.clone()),
             keeper: AtomicUsize::new(t0 as usize),
+            keeper_thread: crate::sync::os_thread_id(),
         };
         let registered = reg
             .insert_interp(mode, false, data, Some(main))
@@ -483,9 +502,10 @@ impl CPython {
 
     /// Ends the drained interpreter `i` on the calling, detached thread:
     /// `Py_EndInterpreter` with a temporary thread state (after freeing the
-    /// calling thread's own thread states of `i`; the keeper goes in `i`'s
-    /// atexit callback, after `threading._shutdown`, whose main-thread lock
-    /// it carries), or `Py_FinalizeEx` for main. Leaves the thread detached.
+    /// calling thread's own thread states of `i`; the keeper goes now when
+    /// this is not the thread that created `i`, else in `i`'s atexit
+    /// callback: see `CpyInterp::keeper_thread`), or `Py_FinalizeEx` for
+    /// main. Leaves the thread detached.
     ///
     /// # Safety
     /// The calling thread has nothing attached; `i` is drained (no other
@@ -504,6 +524,14 @@ impl CPython {
             for &t in own {
                 (a.PyThreadState_Clear)(t as *mut PyThreadState);
                 (a.PyThreadState_Delete)(t as *mut PyThreadState);
+            }
+            if !i.is_main && i.data.keeper_thread != crate::sync::os_thread_id() {
+                // see `CpyInterp::keeper_thread`
+                let k = i.data.keeper.swap(0, Ordering::AcqRel) as *mut PyThreadState;
+                if !k.is_null() {
+                    (a.PyThreadState_Clear)(k);
+                    (a.PyThreadState_Delete)(k);
+                }
             }
             if i.is_main {
                 (a.Py_FinalizeEx)();

@@ -1,0 +1,236 @@
+//! The conformance cases on real CPython: each case in its own process.
+//!
+//! CPython cannot be initialized twice reliably in one process, a case that
+//! crashes or hangs CPython must not take the others with it, and each
+//! CPython version is a different library. So the parent (the main job, or
+//! the `cpython_suite` test) runs `tstate-compare --child FACADE CASE` once
+//! per (CPython, facade, case), with `TSTATE_CHILD_LIBPYTHON` naming the
+//! libpython to load, under a watchdog. The child `dlopen`s that libpython
+//! (`RTLD_GLOBAL`, so the facades' CPython backend finds it), selects the
+//! CPython backend, initializes CPython through the facade
+//! (`*_initialize`: `Py_InitializeEx(0)` and the registration of main),
+//! detaches its main thread (so the case's threads can take the GIL), runs
+//! the case exactly as the in-process model run does, prints one `RESULT`
+//! line and leaves with `_exit` (CPython's own exit is measured elsewhere:
+//! the exit race and the observed scenarios).
+
+use crate::facade::{Activate, Ensure, Facade, Handle, Shared};
+use crate::pythons::Python;
+use crate::runner::{Outcome, run_case};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the libpython a child loads.
+pub const LIBPYTHON_ENV: &str = "TSTATE_CHILD_LIBPYTHON";
+
+/// The facade names, in report order.
+pub const FACADES: [&str; 3] = ["ensure", "handle", "activate"];
+
+/// Every case name of the suite, in report order.
+pub fn case_names() -> Vec<&'static str> {
+    crate::cases::all::<Ensure>()
+        .iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+fn run_named<F: Facade>(case: &str) -> Outcome {
+    let cases = crate::cases::all::<F>();
+    match cases.iter().find(|c| c.name == case) {
+        Some(c) => run_case::<F>(c),
+        None => Outcome::Fail(format!("no case named {case}")),
+    }
+}
+
+fn prepare<F: Facade>() -> Result<(), String> {
+    F::initialize().map_err(|c| format!("{}_initialize: {c}", F::NAME))?;
+    let b = F::backend_info();
+    if b.kind != 1 {
+        return Err(format!("expected the CPython backend, got kind {}", b.kind));
+    }
+    // the main thread (attached by Py_InitializeEx) lets the case's threads in
+    F::save().map_err(|c| format!("detaching the main thread: {c}"))?;
+    Ok(())
+}
+
+/// The child's whole life (never returns): load `libpython`, run `case` of
+/// `facade`, print `RESULT\t<pass|fail|na>\t<reason>`, `_exit(0)`.
+pub fn child_main(facade: &str, case: &str, libpython: &Path) -> ! {
+    let path = std::ffi::CString::new(libpython.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: a NUL-terminated path; RTLD_GLOBAL makes libpython's symbols
+    // visible to the facades' `dlsym(RTLD_DEFAULT, …)`.
+    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    let outcome = if h.is_null() {
+        Outcome::Fail(format!("dlopen {} failed", libpython.display()))
+    } else {
+        // SAFETY: single-threaded here, before any facade call.
+        unsafe { std::env::set_var("TSTATE_BACKEND", "cpython") };
+        let run = |prep: Result<(), String>, f: &dyn Fn() -> Outcome| match prep {
+            Ok(()) => f(),
+            Err(e) => Outcome::Fail(e),
+        };
+        match facade {
+            "ensure" => run(prepare::<Ensure>(), &|| run_named::<Ensure>(case)),
+            "handle" => run(prepare::<Handle>(), &|| run_named::<Handle>(case)),
+            "activate" => run(prepare::<Activate>(), &|| run_named::<Activate>(case)),
+            other => Outcome::Fail(format!("unknown facade {other}")),
+        }
+    };
+    let (kind, why) = match &outcome {
+        Outcome::Pass => ("pass", String::new()),
+        Outcome::Fail(m) => ("fail", m.clone()),
+        Outcome::NotApplicable(r) => ("na", r.to_string()),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "RESULT\t{kind}\t{}", why.replace(['\n', '\t'], " "));
+    let _ = out.flush();
+    // SAFETY: ends the process at once (no CPython finalization, no
+    // destructors): the verdict is printed.
+    unsafe { libc::_exit(0) }
+}
+
+/// A case's verdict from a child process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildOutcome {
+    /// As in-process.
+    Pass,
+    /// An assertion failed, or the process crashed or hung (the reason
+    /// says which).
+    Fail(String),
+    /// The design cannot express the case, or the backend cannot do it.
+    NotApplicable(String),
+}
+
+/// Runs one case of one facade on `py` in a child process of `exe` (the
+/// `tstate-compare` binary), killing it after `watchdog`.
+pub fn run_in_child(
+    exe: &Path,
+    py: &Python,
+    facade: &str,
+    case: &str,
+    watchdog: Duration,
+) -> ChildOutcome {
+    let mut child = match Command::new(exe)
+        .args(["--child", facade, case])
+        .env(LIBPYTHON_ENV, &py.libpython)
+        .env("TSTATE_BACKEND", "cpython")
+        .env("RUST_BACKTRACE", "0")
+        .env("PYTHONHASHSEED", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return ChildOutcome::Fail(format!("spawn: {e}")),
+    };
+    let t0 = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if t0.elapsed() > watchdog => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return ChildOutcome::Fail(format!("wait: {e}")),
+        }
+    };
+    let o = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => return ChildOutcome::Fail(format!("output: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let Some(status) = status else {
+        return ChildOutcome::Fail(format!("HANG: killed after {watchdog:?}"));
+    };
+    if let Some(line) = stdout.lines().find(|l| l.starts_with("RESULT\t")) {
+        let mut f = line.splitn(3, '\t').skip(1);
+        let (kind, why) = (f.next().unwrap_or(""), f.next().unwrap_or("").to_string());
+        return match kind {
+            "pass" => ChildOutcome::Pass,
+            "na" => ChildOutcome::NotApplicable(why),
+            _ => ChildOutcome::Fail(why),
+        };
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let fatal = stderr
+        .lines()
+        .find(|l| l.contains("Fatal") || l.contains("panicked"))
+        .unwrap_or("")
+        .to_string();
+    ChildOutcome::Fail(match status.signal() {
+        Some(11) => format!("SEGFAULT {fatal}"),
+        Some(6) => format!("ABORT {fatal}"),
+        Some(s) => format!("killed by signal {s} {fatal}"),
+        None => format!("exited {status} without a verdict {fatal}"),
+    })
+}
+
+/// One result of a CPython run.
+#[derive(Debug, Clone)]
+pub struct CpythonResult {
+    /// `"3.11"`.
+    pub python: String,
+    /// Facade name.
+    pub facade: &'static str,
+    /// Case name.
+    pub case: &'static str,
+    /// Verdict.
+    pub outcome: ChildOutcome,
+}
+
+/// Runs `cases` × `facades` on each of `pythons`, `jobs` processes at a
+/// time; `progress` is called after each.
+pub fn run_all(
+    exe: &Path,
+    pythons: &[Python],
+    facades: &[&'static str],
+    cases: &[&'static str],
+    jobs: usize,
+    progress: &mut dyn FnMut(&CpythonResult),
+) -> Vec<CpythonResult> {
+    let mut work = Vec::new();
+    for py in pythons {
+        for &f in facades {
+            for &c in cases {
+                work.push((py.clone(), f, c));
+            }
+        }
+    }
+    let queue = std::sync::Mutex::new(work.into_iter().enumerate().collect::<Vec<_>>());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            let (queue, tx) = (&queue, tx.clone());
+            s.spawn(move || {
+                loop {
+                    let item = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some((i, (py, f, c))) = item else { break };
+                    let outcome = run_in_child(exe, &py, f, c, Duration::from_secs(150));
+                    let r = CpythonResult {
+                        python: py.short(),
+                        facade: f,
+                        case: c,
+                        outcome,
+                    };
+                    if tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut out: Vec<(usize, CpythonResult)> = Vec::new();
+        for (i, r) in rx {
+            progress(&r);
+            out.push((i, r));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    })
+}
