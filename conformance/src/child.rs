@@ -14,7 +14,7 @@
 //! line and leaves with `_exit` (CPython's own exit is measured elsewhere:
 //! the exit race and the observed scenarios).
 
-use crate::facade::{Activate, Ensure, Facade, Handle, Shared};
+use crate::facade::{Activate, Ensure, Facade, Guard, Handle, Shared};
 use crate::pythons::Python;
 use crate::runner::{Outcome, run_case};
 use std::io::Write;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const LIBPYTHON_ENV: &str = "TSTATE_CHILD_LIBPYTHON";
 
 /// The facade names, in report order.
-pub const FACADES: [&str; 3] = ["ensure", "handle", "activate"];
+pub const FACADES: [&str; 4] = ["ensure", "handle", "activate", "guard"];
 
 /// Every case name of the suite, in report order.
 pub fn case_names() -> Vec<&'static str> {
@@ -75,6 +75,7 @@ pub fn child_main(facade: &str, case: &str, libpython: &Path) -> ! {
             "ensure" => run(prepare::<Ensure>(), &|| run_named::<Ensure>(case)),
             "handle" => run(prepare::<Handle>(), &|| run_named::<Handle>(case)),
             "activate" => run(prepare::<Activate>(), &|| run_named::<Activate>(case)),
+            "guard" => run(prepare::<Guard>(), &|| run_named::<Guard>(case)),
             other => Outcome::Fail(format!("unknown facade {other}")),
         }
     };

@@ -32,6 +32,9 @@ pub trait Facade: 'static {
     /// Release returns its error to the caller (otherwise: a `void` release
     /// reporting misuse through the fatal-error hook).
     const RELEASE_RETURNS_CODE: bool;
+    /// How a holder report names a thread inside this design's span
+    /// (`Holder.kind`: 0 ensure, 1 activate, 2 a guard).
+    const HOLDER_KIND: u32 = 0;
 
     /// What a successful enter gives back, to pass to [`leave`](Self::leave).
     type Span: Copy + std::fmt::Debug + Send + 'static;
@@ -54,6 +57,33 @@ pub trait Facade: 'static {
     fn lifecycle() -> Option<Lifecycle> {
         None
     }
+    /// Guards and views, for the guard design (PEP 788).
+    fn guards() -> Option<GuardOps> {
+        None
+    }
+}
+
+/// The guard design's guards, views and tokens, as raw pointer values.
+#[derive(Clone, Copy)]
+pub struct GuardOps {
+    /// A view of an interpreter id.
+    pub view_for: fn(u64) -> Result<usize, Code>,
+    /// A view of main.
+    pub view_from_main: fn() -> Result<usize, Code>,
+    /// Close a view.
+    pub view_close: fn(usize) -> Result<(), Code>,
+    /// A guard from a view.
+    pub guard_from_view: fn(usize) -> Result<usize, Code>,
+    /// A guard on the attached interpreter.
+    pub guard_from_current: fn() -> Result<usize, Code>,
+    /// Close a guard.
+    pub guard_close: fn(usize) -> Result<(), Code>,
+    /// `Ensure(guard)` → token.
+    pub ensure: fn(usize) -> Result<usize, Code>,
+    /// `EnsureFromView(view)` → token.
+    pub ensure_from_view: fn(usize) -> Result<usize, Code>,
+    /// `Release(token)`.
+    pub release: fn(usize) -> Result<(), Code>,
 }
 
 /// The explicit-lifecycle functions, with thread states as raw handles.
@@ -203,6 +233,18 @@ extern "C" fn record_hook(code: c_int, _msg: *const std::ffi::c_char) {
     HOOK_CODE.with(|c| c.set(code));
 }
 
+/// Calls a `void` function whose misuse goes to a fatal-error hook that
+/// `install` replaced (once) with the recorder: `Err(code)` if the hook ran.
+fn via_hook(install: &std::sync::Once, set: fn(), call: impl FnOnce()) -> Result<(), Code> {
+    install.call_once(set);
+    HOOK_CODE.with(|c| c.set(0));
+    call();
+    match HOOK_CODE.with(|c| c.replace(0)) {
+        0 => Ok(()),
+        c => Err(c),
+    }
+}
+
 /// The thread-stored design (`tstate-ffi-ensure`).
 pub struct Ensure;
 
@@ -222,15 +264,13 @@ impl Facade for Ensure {
         // `tse_release` is void: its misuse goes to the fatal-error hook,
         // which the suite replaces, once, with a recorder (instead of abort).
         static RECORDER: std::sync::Once = std::sync::Once::new();
-        RECORDER.call_once(|| {
-            tstate_ffi_ensure::tse_set_fatal_hook(Some(record_hook));
-        });
-        HOOK_CODE.with(|c| c.set(0));
-        tstate_ffi_ensure::tse_release();
-        match HOOK_CODE.with(|c| c.replace(0)) {
-            0 => Ok(()),
-            c => Err(c),
-        }
+        via_hook(
+            &RECORDER,
+            || {
+                tstate_ffi_ensure::tse_set_fatal_hook(Some(record_hook));
+            },
+            || tstate_ffi_ensure::tse_release(),
+        )
     }
     fn release_nothing() -> Result<(), Code> {
         Self::leave(())
@@ -311,6 +351,7 @@ impl Facade for Activate {
     const RELEASE_NAMES_SPAN: bool = true;
     const EXPLICIT_LIFECYCLE: bool = true;
     const RELEASE_RETURNS_CODE: bool = true;
+    const HOLDER_KIND: u32 = 1;
     type Span = ActivateSpan;
 
     fn enter(interp: u64) -> Result<ActivateSpan, Code> {
@@ -384,6 +425,100 @@ impl Facade for Activate {
             activate: |ts| rc(tsa_activate(ts_ptr(ts))).map(|_| ()),
             deactivate: |ts| rc(tsa_deactivate(ts_ptr(ts))).map(|_| ()),
             delete: |ts| rc(tsa_delete(ts_ptr(ts))).map(|_| ()),
+        })
+    }
+}
+
+// ----- ffi-guard --------------------------------------------------------------
+
+/// The guard design (`tstate-ffi-guard`, PEP 788).
+pub struct Guard;
+
+fn g_ptr<T>(p: usize) -> *mut T {
+    p as *mut T
+}
+
+/// A pointer result of the guard facade: NULL → its last error.
+fn g_res<T>(p: *mut T) -> Result<usize, Code> {
+    if p.is_null() {
+        Err(tstate_ffi_guard::tsg_last_error())
+    } else {
+        Ok(p as usize)
+    }
+}
+
+fn g_void(call: impl FnOnce()) -> Result<(), Code> {
+    static RECORDER: std::sync::Once = std::sync::Once::new();
+    via_hook(
+        &RECORDER,
+        || {
+            tstate_ffi_guard::tsg_set_fatal_hook(Some(record_hook));
+        },
+        call,
+    )
+}
+
+impl Facade for Guard {
+    const NAME: &'static str = "guard";
+    const TITLE: &'static str = "PEP 788 guards, views and tokens";
+    const RELEASE_NAMES_SPAN: bool = true;
+    const EXPLICIT_LIFECYCLE: bool = false;
+    const RELEASE_RETURNS_CODE: bool = false;
+    const HOLDER_KIND: u32 = 2;
+    type Span = usize;
+
+    fn enter(interp: u64) -> Result<usize, Code> {
+        // the design's idiom from an id: a view, ensure-from-view (which
+        // keeps a guard until release), and the view is not needed after
+        use tstate_ffi_guard::*;
+        let v = g_res(tsg_view_from_interpreter(interp))?;
+        let t = g_res(tsg_ensure_from_view(g_ptr(v)));
+        tsg_view_close(g_ptr(v));
+        t
+    }
+    fn leave(token: usize) -> Result<(), Code> {
+        g_void(|| tstate_ffi_guard::tsg_release(g_ptr(token)))
+    }
+    fn release_nothing() -> Result<(), Code> {
+        Self::leave(0x0123_4567)
+    }
+    fn forged_span() -> Option<usize> {
+        Some(0x0123_4567)
+    }
+    fn null_pointer_probes() -> Vec<(&'static str, Code)> {
+        use std::ptr::null_mut as null;
+        use tstate_ffi_guard::*;
+        vec![
+            (
+                "tsg_guard_from_view",
+                g_res(tsg_guard_from_view(null())).err().unwrap_or(0),
+            ),
+            ("tsg_ensure", g_res(tsg_ensure(null())).err().unwrap_or(0)),
+            (
+                "tsg_ensure_from_view",
+                g_res(tsg_ensure_from_view(null())).err().unwrap_or(0),
+            ),
+            (
+                "tsg_release",
+                g_void(|| tsg_release(null())).err().unwrap_or(0),
+            ),
+        ]
+    }
+    fn abi() -> &'static SharedAbi {
+        &tstate_ffi_guard::SHARED_ABI
+    }
+    fn guards() -> Option<GuardOps> {
+        use tstate_ffi_guard::*;
+        Some(GuardOps {
+            view_for: |i| g_res(tsg_view_from_interpreter(i)),
+            view_from_main: || g_res(tsg_view_from_main()),
+            view_close: |v| g_void(|| tsg_view_close(g_ptr(v))),
+            guard_from_view: |v| g_res(tsg_guard_from_view(g_ptr(v))),
+            guard_from_current: || g_res(tsg_guard_from_current()),
+            guard_close: |g| g_void(|| tsg_guard_close(g_ptr(g))),
+            ensure: |g| g_res(tsg_ensure(g_ptr(g))),
+            ensure_from_view: |v| g_res(tsg_ensure_from_view(g_ptr(v))),
+            release: |t| g_void(|| tsg_release(g_ptr(t))),
         })
     }
 }

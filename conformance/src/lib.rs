@@ -10,6 +10,7 @@ pub mod bench;
 pub mod boilerplate;
 pub mod cases;
 pub mod child;
+pub mod exitrace;
 pub mod facade;
 pub mod pythons;
 pub mod report;

@@ -128,6 +128,14 @@ fn run(prog: &Path, scenario: &str) -> Result<(), String> {
     }
 }
 
+/// Scenarios only one design has (beyond [`SCENARIOS`]).
+fn extra_scenarios(facade: &str) -> &'static [&'static str] {
+    match facade {
+        "guard" => &["pep788_examples"],
+        _ => &[],
+    }
+}
+
 fn build_and_run_all(facade: &str, sanitize: bool) {
     let prog = build(facade, sanitize);
     let list = Command::new(&prog).arg("--list").output().unwrap();
@@ -135,8 +143,13 @@ fn build_and_run_all(facade: &str, sanitize: bool) {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(listed, SCENARIOS, "{facade}.c must offer every scenario");
-    let failures: Vec<String> = SCENARIOS
+    let expected: Vec<&str> = SCENARIOS
+        .iter()
+        .chain(extra_scenarios(facade))
+        .copied()
+        .collect();
+    assert_eq!(listed, expected, "{facade}.c must offer every scenario");
+    let failures: Vec<String> = expected
         .iter()
         .filter_map(|s| run(&prog, s).err())
         .collect();
@@ -188,6 +201,16 @@ fn activate_c_programs() {
 }
 
 #[test]
+fn guard_c_programs() {
+    build_and_run_all("guard", false);
+}
+
+#[test]
+fn guard_c_programs_sanitized() {
+    build_and_run_all("guard", true);
+}
+
+#[test]
 fn ensure_c_programs_sanitized() {
     build_and_run_all("ensure", true);
 }
@@ -215,7 +238,12 @@ fn cdylib_dir(facade: &str) -> PathBuf {
 
 #[test]
 fn each_cdylib_exports_only_its_own_prefix() {
-    for (facade, prefix) in [("ensure", "tse_"), ("handle", "tsh_"), ("activate", "tsa_")] {
+    for (facade, prefix) in [
+        ("ensure", "tse_"),
+        ("handle", "tsh_"),
+        ("activate", "tsa_"),
+        ("guard", "tsg_"),
+    ] {
         let so = cdylib_dir(facade).join(format!("libtstate_ffi_{facade}.so"));
         let o = Command::new("nm")
             .args(["-D", "--defined-only"])

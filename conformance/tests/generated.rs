@@ -7,7 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const FACADES: [(&str, &str); 3] = [("ensure", "tse"), ("handle", "tsh"), ("activate", "tsa")];
+const FACADES: [(&str, &str); 4] = [
+    ("ensure", "tse"),
+    ("handle", "tsh"),
+    ("activate", "tsa"),
+    ("guard", "tsg"),
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,7 +106,9 @@ fn headers_compile_alone_as_c11_and_cpp17() {
         for (compiler, std, ext) in [("gcc", "-std=c11", "c"), ("g++", "-std=c++17", "cpp")] {
             for names in [false, true] {
                 let src = dir.join(format!("{name}_{names}.{ext}"));
-                let define = if names {
+                let define = if names && name == "guard" {
+                    "#define TSTATE_GUARD_PEP788_NAMES\n".to_string()
+                } else if names {
                     format!("#define TSTATE_{}_DISCUSSION_NAMES\n", name.to_uppercase())
                 } else {
                     String::new()

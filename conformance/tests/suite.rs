@@ -2,7 +2,7 @@
 //! for every facade, each a test of its own (run one at a time: the facades
 //! share one process-wide runtime).
 
-use tstate_conformance::facade::{Activate, Ensure, Handle};
+use tstate_conformance::facade::{Activate, Ensure, Guard, Handle};
 use tstate_conformance::runner::{Case, Outcome, run_case};
 use tstate_conformance::{cases, for_each_case};
 
@@ -32,3 +32,4 @@ macro_rules! suite {
 for_each_case!(suite!(ensure, Ensure));
 for_each_case!(suite!(handle, Handle));
 for_each_case!(suite!(activate, Activate));
+for_each_case!(suite!(guard, Guard));

@@ -67,6 +67,12 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// outermost span (the runtime's option, or stricter).
     fn reuse(i: &Interp<Self>, option: ReusePolicy) -> ReusePolicy;
 
+    /// Whether a guarded ensure on `i` may be a daemon's span (PEP 788: it
+    /// takes no hold, so it does not keep `i` open once its guard is
+    /// closed). CPython: only on main — a subinterpreter cannot end while
+    /// any thread state of it exists, so there such a span holds `i`.
+    fn daemon_spans(i: &Interp<Self>) -> bool;
+
     /// Whether an explicit (activate-design) thread state of `i` keeps its
     /// backend thread state between activations.
     fn keep_between_spans(i: &Interp<Self>) -> bool;

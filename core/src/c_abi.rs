@@ -185,7 +185,9 @@ pub struct CHolder {
     pub thread_number: u64,
     /// The OS thread id (Linux `gettid`), 0 if unknown.
     pub os_thread_id: u64,
-    /// 0 = ensure, 1 = activate (kind of the outermost span).
+    /// 0 = a thread inside an ensure span, 1 = inside an activation, 2 =
+    /// an open guard (guard design; `thread_number` is 0, `os_thread_id`
+    /// the thread that took it).
     pub kind: u32,
     /// Spans the thread has open on the interpreter.
     pub spans: u32,
@@ -305,7 +307,11 @@ unsafe fn write_holders(
         let c = CHolder {
             thread_number: h.thread_number,
             os_thread_id: h.os_thread_id,
-            kind: u32::from(h.kind == SpanKind::Activate),
+            kind: match h.kind {
+                SpanKind::Ensure => 0,
+                SpanKind::Activate => 1,
+                SpanKind::Guard => 2,
+            },
             spans: h.spans,
             held_for_us: u64::try_from(h.held_for.as_micros()).unwrap_or(u64::MAX),
         };

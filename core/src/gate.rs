@@ -137,6 +137,30 @@ impl Gate {
         }
     }
 
+    /// Takes a hold even while finalizing (not once gone): for a caller that
+    /// holds a guard on the interpreter already, which keeps it from
+    /// passing its point of no return. Lock bits as [`try_hold`](Self::try_hold).
+    pub(crate) fn force_hold(&self, lock: bool) -> Result<bool> {
+        let mut w = self.word.load(ord::RELAXED);
+        loop {
+            if w & GONE != 0 {
+                return Err(Error::NoSuchInterpreter);
+            }
+            if w & HOLDS_MASK == HOLDS_MASK {
+                return Err(Error::Busy);
+            }
+            let take = lock && w & LOCKED == 0;
+            let new = (w + 1) | if take { LOCKED } else { 0 };
+            match self
+                .word
+                .compare_exchange_weak(w, new, ord::ACQ_REL, ord::RELAXED)
+            {
+                Ok(_) => return Ok(take),
+                Err(x) => w = x,
+            }
+        }
+    }
+
     /// Releases a hold; with `unlock`, also the lock bits, in the same CAS.
     /// A hold on a gone interpreter (the finalizer's own) is forgotten.
     pub(crate) fn release_hold(&self, unlock: bool) {

@@ -59,8 +59,8 @@ pub use guard::{EnsureGuard, SaveGuard};
 pub use model::Model;
 pub use runtime::{FinalizeError, Runtime};
 pub use types::{
-    BackendKind, Diagnostics, Holder, InterpreterId, InterpreterState, LockMode, ReusePolicy,
-    RuntimeOptions, SpanKind, ThreadStateId, Ticket,
+    BackendKind, Diagnostics, GuardId, Holder, InterpreterId, InterpreterState, LockMode,
+    ReusePolicy, RuntimeOptions, SpanKind, ThreadStateId, Ticket, ViewId,
 };
 
 // Compile-time facts the C ABI and the design rely on.

@@ -66,6 +66,10 @@ impl Backend for Model {
         true
     }
 
+    fn daemon_spans(_: &Interp<Self>) -> bool {
+        true
+    }
+
     fn new_tstate_data(&self) -> ModelTState {
         ModelTState {
             scratch: AtomicU64::new(0),

@@ -12,7 +12,10 @@ use crate::sync::{Arc, Mutex};
 // bookkeeping, not synchronisation the core relies on: plain std atomics
 // even under loom (fewer modelled operations, same properties checked).
 use crate::tstate::{TState, TsKind};
-use crate::types::{Diagnostics, InterpreterId, LockMode, RuntimeOptions, ThreadStateId};
+use crate::types::{
+    Diagnostics, GuardId, Holder, InterpreterId, LockMode, RuntimeOptions, SpanKind, ThreadStateId,
+    ViewId,
+};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// Counters kept in [`Diagnostics`].
@@ -29,6 +32,15 @@ pub(crate) struct Counters {
     pub(crate) orphaned: AtomicU64,
 }
 
+/// An open guard of the guard design: a hold on `interp`.
+pub(crate) struct GuardRec<B: Backend> {
+    pub(crate) interp: Arc<Interp<B>>,
+    /// The thread that took it, for holder reports.
+    os_tid: u64,
+    name: Option<String>,
+    since_ns: u64,
+}
+
 /// Shared state of a runtime.
 pub struct Registry<B: Backend> {
     pub(crate) backend: B,
@@ -39,6 +51,10 @@ pub struct Registry<B: Backend> {
     main: Mutex<Option<Arc<Interp<B>>>>,
     /// Thread-state records; locked only to create and delete them.
     tstates: Mutex<Arena<Arc<TState<B>>>>,
+    /// Open guards (guard design).
+    guards: Mutex<Arena<GuardRec<B>>>,
+    /// Open views (guard design): weak references by interpreter id.
+    views: Mutex<Arena<InterpreterId>>,
     /// Fault injection: high 32 bits = allocations still to let through,
     /// low 32 bits = allocations to fail after those. 0 = off.
     faults: AtomicU64,
@@ -58,6 +74,8 @@ impl<B: Backend> Registry<B> {
             interps: Mutex::new(Arena::new(options.first_generation)),
             main: Mutex::new(None),
             tstates: Mutex::new(Arena::new(options.first_generation)),
+            guards: Mutex::new(Arena::new(options.first_generation)),
+            views: Mutex::new(Arena::new(options.first_generation)),
             faults: AtomicU64::new(0),
             closed: AtomicU8::new(0),
             exit_bound_ms: AtomicU64::new(5_000),
@@ -337,6 +355,98 @@ impl<B: Backend> Registry<B> {
         // SAFETY: the interps mutex is held by this thread (fork_lock), so
         // no other thread mutates the arena while it is read here.
         unsafe { &*p }.values().cloned().collect()
+    }
+
+    // ----- guards and views (the guard design) ------------------------------
+
+    /// Opens a guard on `interp` (an allocation point): a hold through the
+    /// gate, refused with `Finalizing` / `NoSuchInterpreter` once it is
+    /// finalizing or gone.
+    pub(crate) fn open_guard(&self, interp: &Arc<Interp<B>>) -> Result<GuardId> {
+        self.alloc_point()?;
+        interp.gate.try_hold(false)?;
+        let rec = GuardRec {
+            interp: interp.clone(),
+            os_tid: crate::sync::os_thread_id(),
+            name: crate::sync::thread_name(),
+            since_ns: crate::sync::coarse_now_ns(),
+        };
+        match self.guards.lock().insert_with(|_| rec) {
+            Some(id) => Ok(GuardId::from_raw(id)),
+            None => {
+                interp.gate.release_hold(false);
+                Err(Error::NoMemory)
+            }
+        }
+    }
+
+    /// The interpreter an open guard holds (`InvalidHandle` if closed or
+    /// never opened).
+    pub(crate) fn guard_interp(&self, g: GuardId) -> Result<Arc<Interp<B>>> {
+        self.guards
+            .lock()
+            .get(g.as_raw())
+            .map(|r| r.interp.clone())
+            .ok_or(Error::InvalidHandle)
+    }
+
+    /// Closes a guard: its hold is released (finalization may proceed).
+    pub(crate) fn close_guard(&self, g: GuardId) -> Result<()> {
+        let rec = self
+            .guards
+            .lock()
+            .remove(g.as_raw())
+            .ok_or(Error::InvalidHandle)?;
+        rec.interp.gate.release_hold(false);
+        Ok(())
+    }
+
+    /// Opens a view of `id` (an allocation point; it never holds anything).
+    pub(crate) fn open_view(&self, id: InterpreterId) -> Result<ViewId> {
+        self.alloc_point()?;
+        self.views
+            .lock()
+            .insert_with(|_| id)
+            .map(ViewId::from_raw)
+            .ok_or(Error::NoMemory)
+    }
+
+    /// The interpreter id a view names (it may be gone). `InvalidHandle` if
+    /// the view is closed or was never opened.
+    pub(crate) fn view_id(&self, v: ViewId) -> Result<InterpreterId> {
+        self.views
+            .lock()
+            .get(v.as_raw())
+            .copied()
+            .ok_or(Error::InvalidHandle)
+    }
+
+    /// Closes a view.
+    pub(crate) fn close_view(&self, v: ViewId) -> Result<()> {
+        self.views
+            .lock()
+            .remove(v.as_raw())
+            .map(|_| ())
+            .ok_or(Error::InvalidHandle)
+    }
+
+    /// Who holds `interp` open: threads with spans, and open guards.
+    pub(crate) fn holders(&self, interp: &Arc<Interp<B>>) -> Vec<Holder> {
+        let mut hs = interp.holders();
+        let now = crate::sync::coarse_now_ns();
+        for g in self.guards.lock().values() {
+            if Arc::ptr_eq(&g.interp, interp) {
+                hs.push(Holder {
+                    thread_number: 0,
+                    os_thread_id: g.os_tid,
+                    thread_name: g.name.clone(),
+                    kind: SpanKind::Guard,
+                    spans: 1,
+                    held_for: std::time::Duration::from_nanos(now.saturating_sub(g.since_ns)),
+                });
+            }
+        }
+        hs
     }
 
     // ----- reports ----------------------------------------------------------

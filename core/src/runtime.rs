@@ -13,8 +13,8 @@ use crate::registry::Registry;
 use crate::sync::{Arc, Deadline};
 use crate::thread::{self, with_ctx, with_existing};
 use crate::types::{
-    BackendKind, Diagnostics, Holder, InterpreterId, InterpreterState, LockMode, RuntimeOptions,
-    ThreadStateId, Ticket,
+    BackendKind, Diagnostics, GuardId, Holder, InterpreterId, InterpreterState, LockMode,
+    RuntimeOptions, ThreadStateId, Ticket, ViewId,
 };
 use std::time::Duration;
 
@@ -254,7 +254,19 @@ impl<B: Backend> Runtime<B> {
                 Some((own, parked)) => (own, Some(parked)),
                 None => (false, None),
             };
-        let drained = interp.gate.wait_drained(u32::from(own), deadline);
+        let mut drained = interp.gate.wait_drained(u32::from(own), deadline);
+        // The model's finalizer owns the interpreter's lock while it passes
+        // the point of no return (as CPython's finalizer holds the GIL): a
+        // daemon's span (guard design: no hold) still attached finishes its
+        // step first.
+        let lock = B::lock_group(interp).filter(|_| B::LOCK_BITS);
+        if drained
+            && let Some(g) = lock
+            && !g.gate.lock_until(deadline)
+        {
+            interp.gate.end_finalize_attempt();
+            drained = false;
+        }
         if drained {
             let (next, mine) = match &parked {
                 Some(p) => {
@@ -267,6 +279,9 @@ impl<B: Backend> Runtime<B> {
             interp.gate.finish_finalize();
             self.reg.remove_interp(interp);
             self.reg.count(|c| &c.finalized);
+            if let Some(g) = lock {
+                g.gate.unlock();
+            }
         }
         if let Some(p) = parked {
             with_existing(&self.reg, |c| c.unpark_after_finalize(interp, p, deadline));
@@ -278,7 +293,7 @@ impl<B: Backend> Runtime<B> {
             Err(FinalizeError {
                 error: Error::Timeout,
                 interpreter: interp.id,
-                holders: interp.holders(),
+                holders: self.reg.holders(interp),
             })
         }
     }
@@ -295,9 +310,117 @@ impl<B: Backend> Runtime<B> {
         }
     }
 
-    /// The threads holding `id` open now (what a timed-out finalize reports).
+    /// What holds `id` open now — threads inside spans, and open guards —
+    /// as a timed-out finalize reports it.
     pub fn holders(&self, id: InterpreterId) -> Result<Vec<Holder>> {
-        Ok(self.reg.lookup(id)?.holders())
+        Ok(self.reg.holders(&self.reg.lookup(id)?))
+    }
+
+    // ----- the guard design (PEP 788) ------------------------------------
+
+    /// `PyInterpreterGuard_FromCurrent`: a guard on the interpreter the
+    /// calling thread is attached to. `NotAttached` if none; `Finalizing`
+    /// once it is finalizing; `NoMemory`.
+    pub fn guard_from_current(&self) -> Result<GuardId> {
+        let id = self.current_interpreter()?;
+        self.guard_for(id)
+    }
+
+    /// A guard on `id` (what `PyInterpreterGuard_FromView` does with the
+    /// view's interpreter): `Finalizing` / `NoSuchInterpreter` once it is
+    /// finalizing or gone; `NoMemory`. Any thread; no thread state needed.
+    pub fn guard_for(&self, id: InterpreterId) -> Result<GuardId> {
+        self.reg.open_guard(&self.reg.lookup(id)?)
+    }
+
+    /// `PyInterpreterGuard_FromView`.
+    pub fn guard_from_view(&self, v: ViewId) -> Result<GuardId> {
+        self.guard_for(self.reg.view_id(v)?)
+    }
+
+    /// `PyInterpreterGuard_Close`: releases the guard's hold (a finalizer
+    /// waiting for it may proceed). `InvalidHandle` if already closed.
+    pub fn close_guard(&self, g: GuardId) -> Result<()> {
+        self.reg.close_guard(g)
+    }
+
+    /// The interpreter an open guard holds.
+    pub fn guard_interpreter(&self, g: GuardId) -> Result<InterpreterId> {
+        self.reg.guard_interp(g).map(|i| i.id)
+    }
+
+    /// `PyInterpreterView_FromCurrent`: a view of the interpreter the
+    /// calling thread is attached to (`NotAttached` if none).
+    pub fn view_from_current(&self) -> Result<ViewId> {
+        self.reg.open_view(self.current_interpreter()?)
+    }
+
+    /// `PyInterpreterView_FromMain`: a view of main (`NoSuchInterpreter` if
+    /// there is none).
+    pub fn view_from_main(&self) -> Result<ViewId> {
+        let id = self
+            .reg
+            .main()
+            .map(|m| m.id)
+            .ok_or(Error::NoSuchInterpreter)?;
+        self.reg.open_view(id)
+    }
+
+    /// A view of `id` (beyond PEP 788, for callers that name interpreters
+    /// by id). It may be gone: the view is still made, and turning it into
+    /// a guard then fails.
+    pub fn view_for(&self, id: InterpreterId) -> Result<ViewId> {
+        self.reg.open_view(id)
+    }
+
+    /// The interpreter a view names (whether or not it still exists).
+    pub fn view_interpreter(&self, v: ViewId) -> Result<InterpreterId> {
+        self.reg.view_id(v)
+    }
+
+    /// `PyInterpreterView_Close`. `InvalidHandle` if already closed.
+    pub fn close_view(&self, v: ViewId) -> Result<()> {
+        self.reg.close_view(v)
+    }
+
+    /// `PyThreadState_Ensure(guard)`: attaches the calling thread to the
+    /// guard's interpreter (nesting and restore as ensure). Never refused
+    /// for finalizing: the guard keeps the interpreter from passing its
+    /// point of no return. The span takes no hold of its own where the
+    /// backend allows it (a daemon's span: once the guard is closed, it
+    /// does not keep the interpreter open). `InvalidHandle` for a closed
+    /// guard, `NoMemory`.
+    pub fn ensure_with_guard(&self, g: GuardId) -> Result<Ticket> {
+        let id = self.reg.guard_interp(g)?.id;
+        with_ctx(&self.reg, |c| c.ensure_guarded(id, 0))
+    }
+
+    /// `PyThreadState_EnsureFromView`: takes a guard from the view, keeps it
+    /// until the matching [`release_token`](Self::release_token), and
+    /// ensures under it. `Finalizing` / `NoSuchInterpreter` /
+    /// `InvalidHandle` (closed view) / `NoMemory`.
+    pub fn ensure_from_view(&self, v: ViewId) -> Result<Ticket> {
+        let g = self.guard_from_view(v)?;
+        let id = self.reg.guard_interp(g)?.id;
+        match with_ctx(&self.reg, |c| c.ensure_guarded(id, g.as_raw())) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                let _ = self.reg.close_guard(g);
+                Err(e)
+            }
+        }
+    }
+
+    /// `PyThreadState_Release(token)`: undoes the ensure of `t`, which must
+    /// be the calling thread's innermost, restoring what was attached before
+    /// it (across interpreters), and closes the guard an ensure-from-view
+    /// took. `OutOfOrder`, `WrongThread`, `InvalidHandle` as for tickets.
+    pub fn release_token(&self, t: Ticket) -> Result<()> {
+        let g = with_ctx(&self.reg, |c| c.release_token(t))?;
+        if g != 0 {
+            let _ = self.reg.close_guard(GuardId::from_raw(g));
+        }
+        Ok(())
     }
 
     // ----- ensure / release ------------------------------------------------

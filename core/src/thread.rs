@@ -260,6 +260,11 @@ enum FrameKind {
     /// A span that took this thread's hold (if it was the first) and
     /// attached a thread state: undo = detach, drop the hold.
     Enter(SpanKind),
+    /// An ensure under a guard of the guard design that took no hold of
+    /// this thread (PEP 788: only guards keep an interpreter from
+    /// finalizing, so once the guard is closed the span is a daemon's):
+    /// undo = detach.
+    Daemon,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -275,6 +280,22 @@ struct Frame {
     il: u32,
     /// Raw id of the interpreter.
     interp: u64,
+    /// A guard the frame's release closes (the implicit guard of the guard
+    /// design's ensure-from-view), 0 if none.
+    guard: u64,
+}
+
+/// How a span takes this thread's hold on its interpreter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HoldMode {
+    /// Through the gate: refused while finalizing (ensure, activate).
+    Gate,
+    /// Even while finalizing, not once gone: the caller holds a guard,
+    /// which keeps the interpreter from passing its point of no return.
+    Forced,
+    /// No hold of this thread: a guard of the caller's protects the start
+    /// of the span, and the span does not keep the interpreter open.
+    Daemon,
 }
 
 struct Local<B: Backend> {
@@ -688,6 +709,12 @@ impl<B: Backend> RtCtx<B> {
         if idx != NONE && !self.ts(idx).is_deleted() {
             let ts = self.ts(idx).clone();
             self.backend().attach(&ts.interp, &ts, false);
+            if ts.is_deleted() {
+                // its interpreter was finalized while this thread waited for
+                // the lock (a daemon span: no hold kept it open)
+                self.backend().detach(&ts.interp, &ts);
+                return;
+            }
             self.set_current(idx);
         }
     }
@@ -764,6 +791,7 @@ impl<B: Backend> RtCtx<B> {
                 seq,
                 il,
                 interp: raw,
+                guard: 0,
             });
             return Ok(t);
         }
@@ -798,6 +826,7 @@ impl<B: Backend> RtCtx<B> {
                 seq,
                 il,
                 interp: raw,
+                guard: 0,
             });
             return Ok(t);
         }
@@ -823,6 +852,7 @@ impl<B: Backend> RtCtx<B> {
                 seq,
                 il: f.il,
                 interp: raw,
+                guard: 0,
             });
             return Ok(t);
         }
@@ -844,6 +874,7 @@ impl<B: Backend> RtCtx<B> {
             seq,
             il,
             interp: raw,
+            guard: 0,
         });
         Ok(t)
     }
@@ -865,11 +896,26 @@ impl<B: Backend> RtCtx<B> {
     /// is the first), then attaches `given` or the kept thread state (created
     /// if needed). Returns (attached, previous). On error nothing changed.
     fn enter(&mut self, il: u32, kind: SpanKind, given: Option<u32>) -> Result<(u32, u32)> {
+        self.enter_with(il, kind, given, HoldMode::Gate)
+    }
+
+    fn enter_with(
+        &mut self,
+        il: u32,
+        kind: SpanKind,
+        given: Option<u32>,
+        mode: HoldMode,
+    ) -> Result<(u32, u32)> {
         let interp = self.il(il).interp.clone();
-        let first = self.il(il).spans == 0;
+        let first = mode != HoldMode::Daemon && self.il(il).spans == 0;
         let mut locked = false;
         if first {
-            locked = interp.gate.try_hold(B::lock_in_gate(&interp))?;
+            locked = match mode {
+                HoldMode::Forced => interp.gate.force_hold(B::lock_in_gate(&interp))?,
+                _ => interp.gate.try_hold(B::lock_in_gate(&interp))?,
+            };
+        } else if mode == HoldMode::Daemon && interp.gate.is_gone() {
+            return Err(Error::NoSuchInterpreter);
         }
         let undo = |locked: bool| {
             if first {
@@ -899,6 +945,9 @@ impl<B: Backend> RtCtx<B> {
         let prev = self.detach_current();
         self.backend().attach(&interp, &t, locked);
         self.set_current(ts);
+        if mode == HoldMode::Daemon {
+            return Ok((ts, prev));
+        }
         let e = self.il_mut(il);
         e.spans += 1;
         if first {
@@ -959,14 +1008,16 @@ impl<B: Backend> RtCtx<B> {
     /// Detaches the attached `ts` at the end of an Enter span and drops the
     /// hold if it was this thread's last span there; on the model's
     /// own-lock interpreters, unlock and release are one CAS.
-    fn end_enter(&mut self, ts: u32, kind: SpanKind) {
+    fn end_enter(&mut self, ts: u32, kind: SpanKind, held: bool) {
         let t = self.ts(ts).clone();
         let interp = t.interp.clone();
         let il = self.local(ts).il;
-        let e = self.il_mut(il);
-        e.spans -= 1;
-        let last = e.spans == 0;
-        e.cell.spans.store(e.spans, Ordering::Release);
+        let last = held && {
+            let e = self.il_mut(il);
+            e.spans -= 1;
+            e.cell.spans.store(e.spans, Ordering::Release);
+            e.spans == 0
+        };
         t.set_attached(false);
         let keep = match (t.kind, kind) {
             (TsKind::Ensure, _) => {
@@ -1002,7 +1053,8 @@ impl<B: Backend> RtCtx<B> {
     fn leave(&mut self, f: Frame) {
         if !self.ts(f.ts).is_deleted() {
             match f.kind {
-                FrameKind::Enter(kind) => self.end_enter(f.ts, kind),
+                FrameKind::Enter(kind) => self.end_enter(f.ts, kind, true),
+                FrameKind::Daemon => self.end_enter(f.ts, SpanKind::Ensure, false),
                 _ => {
                     let t = self.ts(f.ts).clone();
                     t.set_attached(false);
@@ -1082,7 +1134,11 @@ impl<B: Backend> RtCtx<B> {
         self.sync();
         match self.frames.last() {
             None => Err(Error::NotAttached),
-            Some(f) if f.kind == FrameKind::Enter(SpanKind::Activate) => Err(Error::OutOfOrder),
+            // an activation, or a guard-design span that owns a guard: not
+            // this release's to undo
+            Some(f) if f.kind == FrameKind::Enter(SpanKind::Activate) || f.guard != 0 => {
+                Err(Error::OutOfOrder)
+            }
             Some(&f) => self.pop_top(f),
         }
     }
@@ -1093,15 +1149,104 @@ impl<B: Backend> RtCtx<B> {
         if let Some(f) = self.frames.last()
             && f.seq == t.seq()
             && t.tag() == self.tag
+            && f.guard == 0
             && self.pop_nested().is_some()
         {
             return Ok(());
         }
+        if self
+            .frames
+            .last()
+            .is_some_and(|f| f.seq == t.seq() && f.guard != 0)
+        {
+            // a guard-design span owning a guard: only its token releases it
+            return Err(Error::OutOfOrder);
+        }
+        self.release_ticket_slow(t).map(|_| ())
+    }
+
+    /// Token release of the guard design: as a ticket release; returns the
+    /// implicit guard the frame carried (0 if none), for the caller to
+    /// close.
+    pub(crate) fn release_token(&mut self, t: Ticket) -> Result<u64> {
         self.release_ticket_slow(t)
     }
 
+    /// Ensure under a guard of the guard design (`guard_open`: the caller
+    /// holds one on `id`; `implicit`: a guard this span owns and its release
+    /// closes, 0 if none). Never refused for finalizing — the guard keeps
+    /// `id` from passing its point of no return. Where the backend allows
+    /// it, the span takes no hold of this thread (a daemon's span, PEP 788).
+    pub(crate) fn ensure_guarded(&mut self, id: InterpreterId, implicit: u64) -> Result<Ticket> {
+        let raw = id.as_raw();
+        if raw == 0 {
+            return Err(Error::NoSuchInterpreter);
+        }
+        self.sync();
+        self.reserve_frame()?;
+        if self.current_interp == raw {
+            let (t, seq) = self.ticket();
+            let il = self.local(self.current).il;
+            self.frames.push(Frame {
+                kind: FrameKind::Nested,
+                ts: NONE,
+                prev: NONE,
+                seq,
+                il,
+                interp: raw,
+                guard: implicit,
+            });
+            return Ok(t);
+        }
+        if let Some(f) = self
+            .frames
+            .iter()
+            .rev()
+            .find(|f| f.interp == raw && f.ts != NONE)
+            .copied()
+            .filter(|f| !self.ts(f.ts).is_deleted())
+        {
+            let prev = self.detach_current();
+            self.reattach(f.ts);
+            let (t, seq) = self.ticket();
+            self.frames.push(Frame {
+                kind: FrameKind::Reattach,
+                ts: f.ts,
+                prev,
+                seq,
+                il: f.il,
+                interp: raw,
+                guard: implicit,
+            });
+            return Ok(t);
+        }
+        let il = self.interp_local(id)?;
+        let interp = self.il(il).interp.clone();
+        let given = match self.backend().own_detached(&interp) {
+            0 => None,
+            real => Some(self.borrowed_local(il, real)?),
+        };
+        let (mode, kind) = if B::daemon_spans(&interp) {
+            (HoldMode::Daemon, FrameKind::Daemon)
+        } else {
+            (HoldMode::Forced, FrameKind::Enter(SpanKind::Ensure))
+        };
+        let (ts, prev) = self.enter_with(il, SpanKind::Ensure, given, mode)?;
+        let (t, seq) = self.ticket();
+        self.frames.push(Frame {
+            kind,
+            ts,
+            prev,
+            seq,
+            il,
+            interp: raw,
+            guard: implicit,
+        });
+        Ok(t)
+    }
+
     #[cold]
-    fn release_ticket_slow(&mut self, t: Ticket) -> Result<()> {
+    fn release_ticket_slow(&mut self, t: Ticket) -> Result<u64> {
         if !t.well_formed() {
             return Err(Error::InvalidHandle);
         }
@@ -1114,7 +1259,7 @@ impl<B: Backend> RtCtx<B> {
         self.sync();
         let is_ensure = |f: &Frame| f.kind != FrameKind::Enter(SpanKind::Activate);
         match self.frames.last() {
-            Some(&f) if f.seq == t.seq() && is_ensure(&f) => self.pop_top(f),
+            Some(&f) if f.seq == t.seq() && is_ensure(&f) => self.pop_top(f).map(|()| f.guard),
             _ if self.frames.iter().any(|f| f.seq == t.seq() && is_ensure(f)) => {
                 Err(Error::OutOfOrder)
             }
@@ -1195,6 +1340,7 @@ impl<B: Backend> RtCtx<B> {
             seq,
             il,
             interp,
+            guard: 0,
         });
         Ok(())
     }
@@ -1541,6 +1687,14 @@ impl<B: Backend> RtCtx<B> {
         self.sync();
         let spans_closed = self.frames.iter().filter(|f| !self.frame_dead(f)).count() as u64;
         self.detach_current();
+        // guards the thread's guard-design spans took implicitly go with them
+        for f in &self.frames {
+            if f.guard != 0 {
+                let _ = self
+                    .reg
+                    .close_guard(crate::types::GuardId::from_raw(f.guard));
+            }
+        }
         self.frames.clear();
         self.saved.clear();
         // free this thread's thread states while its holds still keep their

@@ -45,6 +45,42 @@ impl ThreadStateId {
     }
 }
 
+/// A guard of the guard design (PEP 788's `PyInterpreterGuard`): a hold
+/// on an interpreter that keeps it from finalizing until closed. A
+/// generational `u64` (never 0); a closed guard's id never resolves again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct GuardId(u64);
+
+impl GuardId {
+    /// Wraps a raw value (e.g. from C). Not validated until used.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+    /// The raw value, for C.
+    pub const fn as_raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// A view of the guard design (PEP 788's `PyInterpreterView`): a weak
+/// reference to an interpreter that never blocks its finalization and
+/// stays safe to use after it is gone. A generational `u64` (never 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct ViewId(u64);
+
+impl ViewId {
+    /// Wraps a raw value (e.g. from C). Not validated until used.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+    /// The raw value, for C.
+    pub const fn as_raw(self) -> u64 {
+        self.0
+    }
+}
+
 /// The handle of one ensure, for designs that pass it back to release.
 ///
 /// Layout of the raw value (always in `1..=i32::MAX`, so a C `int` handle is
@@ -148,6 +184,9 @@ pub enum SpanKind {
     Ensure,
     /// Opened by activate (explicit-lifecycle design).
     Activate,
+    /// An open guard of the guard design (not a thread's span: it may have
+    /// been taken on one thread and be held for another).
+    Guard,
 }
 
 /// One thread holding an interpreter open, as a timed-out finalize reports.

@@ -115,7 +115,9 @@ typedef struct TSH_Holder {
    */
   uint64_t os_thread_id;
   /**
-   * 0 = ensure, 1 = activate (kind of the outermost span).
+   * 0 = a thread inside an ensure span, 1 = inside an activation, 2 =
+   * an open guard (guard design; `thread_number` is 0, `os_thread_id`
+   * the thread that took it).
    */
   uint32_t kind;
   /**

@@ -133,6 +133,10 @@ impl Backend for CPython {
         i.is_main
     }
 
+    fn daemon_spans(i: &Interp<Self>) -> bool {
+        i.is_main
+    }
+
     fn new_tstate_data(&self) -> CpyTState {
         CpyTState {
             ptr: AtomicUsize::new(0),

@@ -1,0 +1,275 @@
+//! # tstate-ffi-guard — the guard design (PEP 788)
+//!
+//! The design CPython 3.15 shipped, as a C ABI over `tstate-core`, for
+//! CPython 3.9–3.13 (and the model):
+//!
+//! ```c
+//! TSG_View *view = tsg_view_from_main();         // weak: never blocks finalization
+//! ...                                             // later, on any thread:
+//! TSG_Token *t = tsg_ensure_from_view(view);      // NULL: refused (tsg_last_error())
+//! if (t) { /* Python work */ tsg_release(t); }    // restores what was attached
+//! tsg_view_close(view);
+//! ```
+//!
+//! * A **guard** (`TSG_Guard *`) holds its interpreter open: finalization
+//!   waits until every guard is closed, and once it has started no new
+//!   guard is granted. Taking one needs no thread state.
+//! * A **view** (`TSG_View *`) is a weak reference: it never blocks
+//!   finalization and stays safe to use after the interpreter is gone
+//!   (turning it into a guard then fails).
+//! * A **token** (`TSG_Token *`) stands for the thread state attached
+//!   before an ensure (or none); releasing it restores exactly that, across
+//!   interpreters. `tsg_ensure(guard)` is never refused for finalizing (the
+//!   guard rules it out); closing the guard afterwards makes the span a
+//!   daemon's (it no longer blocks finalization: PEP 788's daemon idiom).
+//!
+//! Beyond PEP 788, and documented as such: finalization waits for guards
+//! with the caller's bound and names them in its holder report (PEP 788
+//! waits forever for a leaked guard); every pointer the PEP leaves
+//! undefined to misuse (a closed guard, a forged or stale pointer, a
+//! release on the wrong thread, out-of-order tokens) is detected: a
+//! function returning a pointer returns NULL and records the code in
+//! [`tsg_last_error`]; a `void` function reports it to the replaceable
+//! fatal-error hook ([`tsg_set_fatal_hook`]; default: print and abort, as
+//! CPython's fatal errors).
+//!
+//! Guards, views and tokens are opaque: their addresses are generational
+//! ids, never dereferenced (so this ABI needs 64-bit pointers).
+//!
+//! C symbols carry the prefix `tsg_` (types `TSG_`). Define
+//! `TSTATE_GUARD_PEP788_NAMES` before including `tstate_guard.h` to get the
+//! PEP's spellings (`PyInterpreterGuard_FromView`,
+//! `PyThreadState_EnsureFromView`, …).
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int};
+use tstate_core::c_abi::{self, FatalHookCell};
+use tstate_core::{Error, GuardId, InterpreterId, Ticket, ViewId, with_global};
+
+mod shared;
+pub use shared::*;
+
+/// An opaque guard (PEP 788's `PyInterpreterGuard`). Never dereferenced.
+pub struct Guard {
+    _opaque: [u8; 0],
+}
+
+/// An opaque view (PEP 788's `PyInterpreterView`). Never dereferenced.
+pub struct View {
+    _opaque: [u8; 0],
+}
+
+/// An opaque thread-state token (PEP 788's `PyThreadStateToken`). Never
+/// dereferenced.
+pub struct Token {
+    _opaque: [u8; 0],
+}
+
+static_assertions::const_assert_eq!(std::mem::size_of::<*mut Guard>(), 8);
+
+/// A fatal-error hook: receives the code and its static message. If it
+/// returns, the misused call returns having changed nothing.
+pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
+
+static FATAL: FatalHookCell = FatalHookCell::new("the guard facade");
+
+thread_local! {
+    /// The code of this thread's last failed call (0 after a success).
+    static LAST_ERROR: Cell<c_int> = const { Cell::new(0) };
+}
+
+fn set_last(code: c_int) {
+    let _ = LAST_ERROR.try_with(|c| c.set(code));
+}
+
+/// Runs `f` across the panic boundary: a pointer on success; NULL with the
+/// code recorded in the thread's last error otherwise.
+fn pointer<T>(f: impl FnOnce() -> Result<u64, Error>) -> *mut T {
+    let mut out = 0u64;
+    let r = c_abi::boundary(|| {
+        out = f()?;
+        Ok(0)
+    });
+    set_last(r.min(0));
+    if r < 0 {
+        std::ptr::null_mut()
+    } else {
+        out as usize as *mut T
+    }
+}
+
+/// Runs the body of a `void` function: misuse goes to the fatal hook.
+fn void(f: impl FnOnce() -> Result<(), Error>) {
+    let r = c_abi::boundary(|| f().map(|()| 0));
+    set_last(r.min(0));
+    if r < 0 {
+        FATAL.report(Error::from_code(r).unwrap_or(Error::Panic));
+    }
+}
+
+fn raw<T>(p: *mut T) -> Result<u64, Error> {
+    c_abi::non_null(p)?;
+    Ok(p as usize as u64)
+}
+
+/// A guard on the interpreter the calling thread is attached to.
+///
+/// Thread: one attached to an interpreter. Returns the guard (close it
+/// with [`tsg_guard_close`]), or NULL with [`tsg_last_error`] set to
+/// `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_FINALIZING` (it started finalizing:
+/// no new guards), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_guard_from_current() -> *mut Guard {
+    pointer(|| with_global!(rt => rt.guard_from_current()).map(GuardId::as_raw))
+}
+
+/// A guard on the interpreter `view` names. No thread state needed; any
+/// thread.
+///
+/// Returns the guard, or NULL with [`tsg_last_error`] set to
+/// `TSG_ERR_FINALIZING`, `TSG_ERR_NO_SUCH_INTERPRETER` (gone),
+/// `TSG_ERR_INVALID_ARGUMENT` (NULL), `TSG_ERR_INVALID_HANDLE` (a closed or
+/// forged view), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_guard_from_view(view: *mut View) -> *mut Guard {
+    pointer(|| {
+        let v = ViewId::from_raw(raw(view)?);
+        with_global!(rt => rt.guard_from_view(v)).map(GuardId::as_raw)
+    })
+}
+
+/// Closes `guard`: its interpreter may finalize once no other guard or
+/// span holds it. The guard is invalid afterwards. NULL is a no-op. Any
+/// thread.
+///
+/// Misuse (a closed or forged guard: `TSG_ERR_INVALID_HANDLE`) is reported
+/// to the fatal-error hook.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_guard_close(guard: *mut Guard) {
+    if guard.is_null() {
+        set_last(0);
+        return;
+    }
+    void(|| with_global!(rt => rt.close_guard(GuardId::from_raw(guard as usize as u64))))
+}
+
+/// A view of the interpreter the calling thread is attached to.
+///
+/// Returns the view (close it with [`tsg_view_close`]), or NULL with
+/// [`tsg_last_error`] set to `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_NO_MEMORY`,
+/// `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_view_from_current() -> *mut View {
+    pointer(|| with_global!(rt => rt.view_from_current()).map(ViewId::as_raw))
+}
+
+/// A view of the main interpreter. Any thread.
+///
+/// Returns the view, or NULL with [`tsg_last_error`] set to
+/// `TSG_ERR_NO_SUCH_INTERPRETER` (no main: finalized, or on CPython never
+/// registered — call `tsg_initialize` at module init), `TSG_ERR_NO_MEMORY`,
+/// `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_view_from_main() -> *mut View {
+    pointer(|| {
+        // naming main registers it on CPython when the caller is attached
+        let _ = with_global!(rt => rt.main_interpreter());
+        with_global!(rt => rt.view_from_main()).map(ViewId::as_raw)
+    })
+}
+
+/// A view of the interpreter with id `interp` (beyond PEP 788: for callers
+/// that hold interpreter ids, as the other facades' callers do). The
+/// interpreter need not exist: the view is made, and turning it into a
+/// guard fails with `TSG_ERR_NO_SUCH_INTERPRETER`. Any thread.
+///
+/// Returns the view, or NULL with [`tsg_last_error`] set to
+/// `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_view_from_interpreter(interp: u64) -> *mut View {
+    pointer(|| with_global!(rt => rt.view_for(InterpreterId::from_raw(interp))).map(ViewId::as_raw))
+}
+
+/// Closes `view`; it is invalid afterwards. NULL is a no-op. Any thread.
+///
+/// Misuse (a closed or forged view: `TSG_ERR_INVALID_HANDLE`) is reported
+/// to the fatal-error hook.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_view_close(view: *mut View) {
+    if view.is_null() {
+        set_last(0);
+        return;
+    }
+    void(|| with_global!(rt => rt.close_view(ViewId::from_raw(view as usize as u64))))
+}
+
+/// Attaches the calling thread to `guard`'s interpreter, as PEP 788's
+/// `PyThreadState_Ensure(guard)`: if a thread state of it is attached,
+/// counts it; else re-attaches this thread's thread state of it; else
+/// creates one (freed by the matching release). Whatever was attached
+/// before (another interpreter's thread state, or none) is what
+/// [`tsg_release`] restores. Never refused for finalizing — the guard rules
+/// it out; closing the guard while the span is open makes the span a
+/// daemon's (it does not keep the interpreter open).
+///
+/// Returns the token, or NULL with [`tsg_last_error`] set to
+/// `TSG_ERR_INVALID_ARGUMENT` (NULL), `TSG_ERR_INVALID_HANDLE` (a closed or
+/// forged guard), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_ensure(guard: *mut Guard) -> *mut Token {
+    pointer(|| {
+        let g = GuardId::from_raw(raw(guard)?);
+        with_global!(rt => rt.ensure_with_guard(g)).map(|t| u64::from(t.to_raw()))
+    })
+}
+
+/// As [`tsg_ensure`], taking a guard from `view` (PEP 788's
+/// `PyThreadState_EnsureFromView`): the guard is kept until the matching
+/// [`tsg_release`], so the interpreter cannot finalize in between.
+///
+/// Returns the token, or NULL with [`tsg_last_error`] set to
+/// `TSG_ERR_FINALIZING`, `TSG_ERR_NO_SUCH_INTERPRETER`,
+/// `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_INVALID_HANDLE`,
+/// `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_ensure_from_view(view: *mut View) -> *mut Token {
+    pointer(|| {
+        let v = ViewId::from_raw(raw(view)?);
+        with_global!(rt => rt.ensure_from_view(v)).map(|t| u64::from(t.to_raw()))
+    })
+}
+
+/// Undoes the ensure of `token`, which must be the calling thread's
+/// innermost: restores exactly the thread state attached before it (or
+/// none), and closes the guard an ensure-from-view took.
+///
+/// Misuse — NULL (`TSG_ERR_INVALID_ARGUMENT`), an inner ensure still open
+/// (`TSG_ERR_OUT_OF_ORDER`), another thread's token
+/// (`TSG_ERR_WRONG_THREAD`), a released or forged one
+/// (`TSG_ERR_INVALID_HANDLE`) — is reported to the fatal-error hook (PEP
+/// 788: releasing more often than ensuring is fatal); a hook that returns
+/// makes this call a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_release(token: *mut Token) {
+    void(|| {
+        let t = u32::try_from(raw(token)?).map_err(|_| Error::InvalidHandle)?;
+        with_global!(rt => rt.release_token(Ticket::from_raw(t)))
+    })
+}
+
+/// The code of the calling thread's last failed call of this facade's
+/// pointer-returning or `void` functions (a `TSG_ERR_*`), 0 if the last one
+/// succeeded. Read it right after a NULL. Thread: any (answers for itself).
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_last_error() -> c_int {
+    LAST_ERROR.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Installs the fatal-error hook for misuse of the `void` functions
+/// (`tsg_release`, `tsg_guard_close`, `tsg_view_close`); NULL restores the
+/// default (print, abort). Returns the previous hook (NULL for the
+/// default). Process-wide; thread: any.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_set_fatal_hook(hook: FatalHook) -> FatalHook {
+    c_abi::boundary_or(None, || FATAL.set(hook))
+}

@@ -1,0 +1,440 @@
+//! The runtime functions every facade's header offers, with this facade's
+//! prefix. GENERATED from `conformance/templates/shared_abi.rs.in` — do not
+//! edit; regenerate with `TSTATE_BLESS=1 cargo test -p tstate-conformance --test generated`.
+//!
+//! Every function: acts on the process-wide runtime (the model, or real
+//! CPython when a libpython is loaded in the process: see
+//! `tsg_backend_info`); may be called from any thread (acting on the
+//! calling thread's attach state where it says so); never lets a panic
+//! cross the ABI (`TSG_ERR_PANIC`); refuses a NULL required pointer with
+//! `TSG_ERR_INVALID_ARGUMENT`; writes out-parameters only on success.
+
+use std::ffi::{c_char, c_int};
+use tstate_core::Diagnostics;
+use tstate_core::c_abi::{self, CBackendInfo, CHolder};
+
+/// Out of memory, or an allocation made to fail by fault injection. Nothing
+/// was half-created; retrying can succeed.
+pub const ERR_NO_MEMORY: c_int = -1;
+/// The interpreter is finalizing and refuses new spans.
+pub const ERR_FINALIZING: c_int = -2;
+/// Interpreter id 0, forged, unknown, or finalized (ids are never reused).
+pub const ERR_NO_SUCH_INTERPRETER: c_int = -3;
+/// The object belongs to another OS thread.
+pub const ERR_WRONG_THREAD: c_int = -4;
+/// Nothing to release, or the calling thread is not attached (to that
+/// interpreter).
+pub const ERR_NOT_ATTACHED: c_int = -5;
+/// The handle is stale (released, deleted) or forged.
+pub const ERR_INVALID_HANDLE: c_int = -6;
+/// An inner span is still open.
+pub const ERR_OUT_OF_ORDER: c_int = -7;
+/// A NULL pointer or an out-of-range argument.
+pub const ERR_INVALID_ARGUMENT: c_int = -8;
+/// Still in use (attached, saved, or already being finalized by another
+/// thread).
+pub const ERR_BUSY: c_int = -9;
+/// Finalization's time bound passed while spans were open; the interpreter
+/// stays finalizing.
+pub const ERR_TIMEOUT: c_int = -10;
+/// A panic was caught inside the library (a bug); state may be partial.
+pub const ERR_PANIC: c_int = -11;
+/// The backend cannot do this: a lock mode the running CPython lacks (own
+/// lock before 3.12; no lock without a free-threaded build), or a
+/// combination the model refuses (a subinterpreter sharing the lock of a
+/// free-threaded main).
+pub const ERR_UNSUPPORTED: c_int = -12;
+
+/// Backend: the runtime model.
+pub const BACKEND_MODEL: u32 = 0;
+/// Backend: real CPython (libpython 3.9 to 3.13 loaded in this process).
+pub const BACKEND_CPYTHON: u32 = 1;
+
+/// Lock mode: the interpreter has its own lock (a per-interpreter GIL).
+pub const LOCK_OWN: u32 = 0;
+/// Lock mode: the interpreter shares the main interpreter's lock.
+pub const LOCK_SHARED_WITH_MAIN: u32 = 1;
+/// Lock mode: no lock (free-threaded: many threads attached at once).
+pub const LOCK_NONE: u32 = 2;
+
+/// Makes the library ready, and is the one call that may create a main
+/// interpreter. On CPython: initializes CPython if it is not
+/// (`Py_InitializeEx(0)`, leaving the caller attached to main as
+/// `Py_Initialize` does) and registers the interpreter the caller is
+/// attached to (its finalization gate is installed then: call this at
+/// module init, or right after `Py_Initialize`). On the model: creates a
+/// main interpreter if there is none (there is one from the start; after
+/// `tsg_finalize_all`, this is the model's `Py_Initialize`).
+///
+/// Thread: on CPython, one attached to the interpreter to register (or
+/// any, when it initializes CPython). Returns 0,
+/// `TSG_ERR_NO_SUCH_INTERPRETER` (CPython: the caller is not attached to
+/// an interpreter), `TSG_ERR_NO_MEMORY`, `TSG_ERR_UNSUPPORTED`,
+/// `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_initialize() -> c_int {
+    c_abi::initialize()
+}
+
+/// Writes the main interpreter's id to `*out`. Never creates an
+/// interpreter: after main was finalized this answers
+/// `TSG_ERR_NO_SUCH_INTERPRETER`, so a callback that looks main up each
+/// time is refused after shutdown. On CPython, main is registered (its gate
+/// installed) the first time this is called by a thread attached to it.
+///
+/// Thread: any. Returns 0, `TSG_ERR_INVALID_ARGUMENT` (`out` NULL),
+/// `TSG_ERR_NO_SUCH_INTERPRETER` (finalized; on CPython also: never
+/// registered and the caller is not attached to it), `TSG_ERR_NO_MEMORY`,
+/// `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_main_interpreter(out: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::main_interpreter(out) }
+}
+
+/// Writes the id of the interpreter the calling thread is attached to now.
+/// On CPython this includes thread states the library did not create (a
+/// Python thread calling into C): that interpreter is registered on first
+/// sight.
+///
+/// Thread: any (answers for itself). Returns 0, `TSG_ERR_NOT_ATTACHED`,
+/// `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_current_interpreter(out: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::current_interpreter(out) }
+}
+
+/// Creates a subinterpreter with `lock_mode` (`TSG_LOCK_*`) and writes its
+/// id to `*out`. The caller owns nothing: finalize it with
+/// `tsg_finalize`. On CPython: `Py_NewInterpreter` for
+/// `TSG_LOCK_SHARED_WITH_MAIN`, `Py_NewInterpreterFromConfig` with its own
+/// GIL for `TSG_LOCK_OWN` (3.12+); the caller is attached to main for the
+/// call and restored afterwards.
+///
+/// Thread: any. Returns 0, `TSG_ERR_INVALID_ARGUMENT` (`out` NULL or an
+/// unknown mode), `TSG_ERR_UNSUPPORTED` (this backend cannot do the
+/// mode), `TSG_ERR_FINALIZING` (main is finalizing),
+/// `TSG_ERR_NO_SUCH_INTERPRETER` (no main), `TSG_ERR_NO_MEMORY`,
+/// `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_create_interpreter(lock_mode: u32, out: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::create_interpreter(lock_mode, out) }
+}
+
+/// Returns 0 if `interp` is running, 1 if it is finalizing, or
+/// `TSG_ERR_NO_SUCH_INTERPRETER` (0, forged, unknown or gone).
+///
+/// Thread: any.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_interpreter_state(interp: u64) -> c_int {
+    c_abi::interpreter_state(interp)
+}
+
+/// Finalizes `interp`: refuses new spans at once, waits (sleeping) until no
+/// other thread holds it open, then ends it (on CPython:
+/// `Py_EndInterpreter`, or `Py_FinalizeEx` for main) and deletes its thread
+/// states; its id never resolves again. Finalizing the main interpreter
+/// finalizes every subinterpreter first. The caller's own spans on `interp`
+/// are not waited for; the caller is detached while it waits (if its lock
+/// is one the holders need; on CPython always) and re-attached afterwards
+/// if its interpreter still exists.
+///
+/// `timeout_ms < 0` waits without bound. The bound covers the caller's
+/// re-attach too (on the model): if its lock is still taken when the bound
+/// passes, the caller is left detached with that thread state saved
+/// (`tsg_current` answers 0; restore it with `tsg_restore_thread`).
+/// Thread: any. Returns 0, `TSG_ERR_TIMEOUT` (the interpreter stays
+/// finalizing; `tsg_finalize_report` gives the holders; finalize may be
+/// called again), `TSG_ERR_NO_SUCH_INTERPRETER`, `TSG_ERR_BUSY`
+/// (another thread is finalizing it), `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_finalize(interp: u64, timeout_ms: i64) -> c_int {
+    c_abi::finalize(interp, timeout_ms)
+}
+
+/// As `tsg_finalize`; when it returns `TSG_ERR_TIMEOUT`, writes up to
+/// `cap` of the threads that still held `interp` open to `buf` and their
+/// number to `*count` (0 on any other result). `buf` may be NULL when `cap`
+/// is 0.
+///
+/// Thread: any. Returns as `tsg_finalize`, or
+/// `TSG_ERR_INVALID_ARGUMENT` (`count` NULL, or `buf` NULL with `cap > 0`:
+/// nothing was done).
+///
+/// # Safety
+/// `buf` must be valid for `cap` writes (or NULL with `cap == 0`); `count`
+/// NULL or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_finalize_report(
+    interp: u64,
+    timeout_ms: i64,
+    buf: *mut CHolder,
+    cap: usize,
+    count: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::finalize_report(interp, timeout_ms, buf, cap, count) }
+}
+
+/// Finalizes the whole runtime (every subinterpreter, then main), like
+/// `Py_FinalizeEx`. Returns as `tsg_finalize`; 0 if there was no main.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_finalize_all(timeout_ms: i64) -> c_int {
+    c_abi::finalize_all(timeout_ms)
+}
+
+/// Lists the threads holding `interp` open: writes up to `cap` entries to
+/// `buf` and the total number to `*count` (retry with a larger buffer if
+/// `*count > cap`). `buf` may be NULL when `cap` is 0.
+///
+/// Thread: any. Returns 0, `TSG_ERR_INVALID_ARGUMENT`,
+/// `TSG_ERR_NO_SUCH_INTERPRETER`, `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `buf` must be valid for `cap` writes (or NULL with `cap == 0`); `count`
+/// NULL or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_holders(
+    interp: u64,
+    buf: *mut CHolder,
+    cap: usize,
+    count: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::holders(interp, buf, cap, count) }
+}
+
+/// `PyEval_SaveThread` / `Py_BEGIN_ALLOW_THREADS`: detaches the calling
+/// thread's attached thread state (its span stays open, so the interpreter
+/// stays held) and writes its handle to `*ts` for `tsg_restore_thread`.
+///
+/// Thread: the calling thread's own state. Returns 0,
+/// `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_INVALID_ARGUMENT`,
+/// `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `ts` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_save_thread(ts: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::save_thread(ts) }
+}
+
+/// `PyEval_RestoreThread` / `Py_END_ALLOW_THREADS`: re-attaches `ts`, which
+/// must be the calling thread's innermost saved thread state. Always
+/// succeeds for it — even while its interpreter is finalizing — but may
+/// wait for the interpreter's lock.
+///
+/// Thread: the one that saved `ts`. Returns 0, `TSG_ERR_BUSY` (something
+/// is attached), `TSG_ERR_OUT_OF_ORDER` (not the innermost saved one),
+/// `TSG_ERR_NOT_ATTACHED` (not saved), `TSG_ERR_WRONG_THREAD`,
+/// `TSG_ERR_INVALID_HANDLE`, `TSG_ERR_NO_SUCH_INTERPRETER` (this
+/// thread finalized it meanwhile), `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_restore_thread(ts: u64) -> c_int {
+    c_abi::restore_thread(ts)
+}
+
+/// "Python work" on `interp`: legal only while the calling thread is
+/// attached to `interp`. Increments the interpreter's work counter (with a
+/// racy load + store, so a failure of mutual exclusion shows as lost
+/// updates) and writes the new value to `*value` if `value` is not NULL.
+///
+/// Returns 0, `TSG_ERR_NOT_ATTACHED` (not attached, or attached to another
+/// interpreter), `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `value` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_work(interp: u64, value: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::work(interp, value) }
+}
+
+/// Writes `interp`'s work counter to `*value`. Thread: any.
+/// Returns 0, `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_NO_SUCH_INTERPRETER`,
+/// `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `value` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_work_count(interp: u64, value: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::work_count(interp, value) }
+}
+
+/// 1 if the calling thread is attached to `interp`, else 0 (never an
+/// error; exact per interpreter, unlike `PyGILState_Check`).
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_is_attached(interp: u64) -> c_int {
+    c_abi::is_attached(interp)
+}
+
+/// Returns 1 and writes the calling thread's attached thread state and its
+/// interpreter (each pointer may be NULL), or returns 0 if none is attached.
+///
+/// # Safety
+/// Each pointer must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_current(ts: *mut u64, interp: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::current(ts, interp) }
+}
+
+/// The static message of `code` (any `int`; 0 gives "success", unknown
+/// codes "unknown error code"). Never NULL; the string lives forever and
+/// must not be freed.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_error_message(code: c_int) -> *const c_char {
+    c_abi::error_message(code)
+}
+
+/// Test hook: sets the attached thread state's scratch value (the model of
+/// its per-thread Python data) — used to show nothing leaks between
+/// top-level spans. Returns 0, `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_scratch_set(value: u64) -> c_int {
+    c_abi::scratch_set(value)
+}
+
+/// Test hook: writes the attached thread state's scratch value to `*value`.
+/// Returns 0, `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_INVALID_ARGUMENT`,
+/// `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `value` must be NULL or valid for writing a `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_scratch_get(value: *mut u64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::scratch_get(value) }
+}
+
+/// Test hook: lets the next `skip` allocations (thread states, interpreters,
+/// span-stack growth, per-thread tables) through, then makes the `fail`
+/// after them report `TSG_ERR_NO_MEMORY`. `fail == 0` turns it off.
+/// Process-wide.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_fail_allocations(skip: u32, fail: u32) {
+    c_abi::fail_allocations(skip, fail);
+}
+
+/// Test hook: makes the next `n` exported calls (of any facade linked into
+/// the same library) panic inside; each returns `TSG_ERR_PANIC` (or its
+/// documented default) instead of unwinding into C.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_inject_panics(n: u32) {
+    c_abi::inject_panics(n);
+}
+
+/// Writes the runtime's counters to `*out`. Thread: any. Returns 0,
+/// `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `TSG_Diagnostics`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_diagnostics(out: *mut Diagnostics) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::diagnostics(out) }
+}
+
+/// Writes which backend this library runs on to `*out`: the model, or
+/// CPython with its version, and the lock modes it can create. The backend
+/// is chosen at the first call of any function: `TSTATE_BACKEND=model` or
+/// `=cpython` in the environment if set, else CPython when a libpython is
+/// loaded in the process, else the model.
+///
+/// Thread: any. Returns 0, `TSG_ERR_INVALID_ARGUMENT`,
+/// `TSG_ERR_UNSUPPORTED` (`TSTATE_BACKEND=cpython` without a libpython),
+/// `TSG_ERR_PANIC`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `TSG_BackendInfo`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tsg_backend_info(out: *mut CBackendInfo) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { c_abi::backend_info(out) }
+}
+
+/// Sets the bound, in milliseconds, on how long a finalization that
+/// CPython itself starts (interpreter exit, `Py_FinalizeEx` called
+/// directly) waits for open spans before it goes on (a negative value
+/// restores the default, 5,000). The holders still inside then are printed
+/// on stderr. The model has no such finalization: accepted, no effect.
+///
+/// Thread: any. Returns 0, `TSG_ERR_PANIC`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_set_exit_bound(ms: i64) -> c_int {
+    c_abi::set_exit_bound(ms)
+}
+
+/// This facade's shared functions as a table, for Rust drivers that call
+/// several facades through their C ABI (the conformance suite).
+pub const SHARED_ABI: c_abi::SharedAbi = c_abi::SharedAbi {
+    initialize: tsg_initialize,
+    main_interpreter: tsg_main_interpreter,
+    current_interpreter: tsg_current_interpreter,
+    create_interpreter: tsg_create_interpreter,
+    interpreter_state: tsg_interpreter_state,
+    finalize: tsg_finalize,
+    finalize_report: tsg_finalize_report,
+    finalize_all: tsg_finalize_all,
+    holders: tsg_holders,
+    save_thread: tsg_save_thread,
+    restore_thread: tsg_restore_thread,
+    work: tsg_work,
+    work_count: tsg_work_count,
+    is_attached: tsg_is_attached,
+    current: tsg_current,
+    error_message: tsg_error_message,
+    scratch_set: tsg_scratch_set,
+    scratch_get: tsg_scratch_get,
+    fail_allocations: tsg_fail_allocations,
+    inject_panics: tsg_inject_panics,
+    diagnostics: tsg_diagnostics,
+    backend_info: tsg_backend_info,
+    set_exit_bound: tsg_set_exit_bound,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tstate_core::Error;
+
+    #[test]
+    fn constants_match_the_core() {
+        let ours = [
+            ERR_NO_MEMORY,
+            ERR_FINALIZING,
+            ERR_NO_SUCH_INTERPRETER,
+            ERR_WRONG_THREAD,
+            ERR_NOT_ATTACHED,
+            ERR_INVALID_HANDLE,
+            ERR_OUT_OF_ORDER,
+            ERR_INVALID_ARGUMENT,
+            ERR_BUSY,
+            ERR_TIMEOUT,
+            ERR_PANIC,
+            ERR_UNSUPPORTED,
+        ];
+        let core: Vec<c_int> = Error::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(ours.to_vec(), core);
+        use tstate_core::LockMode;
+        assert_eq!(LockMode::from_raw(LOCK_OWN), Some(LockMode::Own));
+        assert_eq!(
+            LockMode::from_raw(LOCK_SHARED_WITH_MAIN),
+            Some(LockMode::SharedWithMain)
+        );
+        assert_eq!(LockMode::from_raw(LOCK_NONE), Some(LockMode::None));
+    }
+}
