@@ -15,6 +15,7 @@
 //! the exit race and the observed scenarios).
 
 use crate::facade::{Activate, Ensure, Facade, Guard, Handle, Shared};
+use crate::gilstate::GilState;
 use crate::pythons::Python;
 use crate::runner::{Outcome, run_case};
 use std::io::Write;
@@ -62,6 +63,7 @@ pub fn child_main(facade: &str, case: &str, libpython: &Path) -> ! {
     // SAFETY: a NUL-terminated path; RTLD_GLOBAL makes libpython's symbols
     // visible to the facades' `dlsym(RTLD_DEFAULT, …)`.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    crate::runner::ECHO_FAILURES.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = if h.is_null() {
         Outcome::Fail(format!("dlopen {} failed", libpython.display()))
     } else {
@@ -76,6 +78,7 @@ pub fn child_main(facade: &str, case: &str, libpython: &Path) -> ! {
             "handle" => run(prepare::<Handle>(), &|| run_named::<Handle>(case)),
             "activate" => run(prepare::<Activate>(), &|| run_named::<Activate>(case)),
             "guard" => run(prepare::<Guard>(), &|| run_named::<Guard>(case)),
+            "gilstate" => run(prepare::<GilState>(), &|| run_named::<GilState>(case)),
             other => Outcome::Fail(format!("unknown facade {other}")),
         }
     };
@@ -92,16 +95,89 @@ pub fn child_main(facade: &str, case: &str, libpython: &Path) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// A case's verdict from a child process.
+/// A case's verdict from a child process, as an outcome class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChildOutcome {
     /// As in-process.
     Pass,
-    /// An assertion failed, or the process crashed or hung (the reason
-    /// says which).
+    /// An assertion failed (a facade), with what.
     Fail(String),
     /// The design cannot express the case, or the backend cannot do it.
     NotApplicable(String),
+    /// CPython ended a thread inside one of its calls (`pthread_exit`).
+    ThreadKilled(String),
+    /// SIGSEGV.
+    Segfault(String),
+    /// SIGABRT: a fatal error (`Fatal Python error: …`, or the library's).
+    Abort(String),
+    /// The watchdog killed it.
+    Hang(String),
+    /// The baseline attached the wrong interpreter (an assertion about
+    /// which interpreter is attached failed).
+    WrongInterpreter(String),
+    /// The baseline gave a wrong answer (any other assertion).
+    WrongAnswer(String),
+}
+
+impl ChildOutcome {
+    /// The class's short name (`pass`, `FAIL`, `n/a`, `THREAD-KILLED`, …).
+    pub fn class(&self) -> &'static str {
+        match self {
+            ChildOutcome::Pass => "pass",
+            ChildOutcome::Fail(_) => "FAIL",
+            ChildOutcome::NotApplicable(_) => "n/a",
+            ChildOutcome::ThreadKilled(_) => "THREAD-KILLED",
+            ChildOutcome::Segfault(_) => "SEGFAULT",
+            ChildOutcome::Abort(_) => "ABORT",
+            ChildOutcome::Hang(_) => "HANG",
+            ChildOutcome::WrongInterpreter(_) => "WRONG-INTERPRETER",
+            ChildOutcome::WrongAnswer(_) => "WRONG-ANSWER",
+        }
+    }
+
+    /// The detail (reason, message, signal).
+    pub fn detail(&self) -> &str {
+        match self {
+            ChildOutcome::Pass => "",
+            ChildOutcome::Fail(s)
+            | ChildOutcome::NotApplicable(s)
+            | ChildOutcome::ThreadKilled(s)
+            | ChildOutcome::Segfault(s)
+            | ChildOutcome::Abort(s)
+            | ChildOutcome::Hang(s)
+            | ChildOutcome::WrongInterpreter(s)
+            | ChildOutcome::WrongAnswer(s) => s,
+        }
+    }
+
+    /// Whether the run failed (anything but pass and n/a).
+    pub fn failed(&self) -> bool {
+        !matches!(self, ChildOutcome::Pass | ChildOutcome::NotApplicable(_))
+    }
+}
+
+/// The baseline's failed assertion, as an outcome class.
+fn classify_failure(why: String) -> ChildOutcome {
+    if about_interpreter(&why) {
+        ChildOutcome::WrongInterpreter(why)
+    } else {
+        ChildOutcome::WrongAnswer(why)
+    }
+}
+
+/// Whether a failed assertion was about which interpreter is attached.
+fn about_interpreter(msg: &str) -> bool {
+    [
+        "c.1",
+        "is_attached(main)",
+        "is_attached(sub)",
+        "is_attached(a)",
+        "on_b",
+        "on_a",
+        "attached to main",
+    ]
+    .iter()
+    .any(|k| msg.contains(k))
 }
 
 /// Runs one case of one facade on `py` in a child process of `exe` (the
@@ -109,7 +185,7 @@ pub enum ChildOutcome {
 pub fn run_in_child(
     exe: &Path,
     py: &Python,
-    facade: &str,
+    facade: &'static str,
     case: &str,
     watchdog: Duration,
 ) -> ChildOutcome {
@@ -146,30 +222,55 @@ pub fn run_in_child(
     };
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
+    let baseline = facade == "gilstate";
+    // the first failed assertion, if one came before a crash or a hang
+    let first_failure = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("FAILED\t"))
+        .map(str::to_owned);
     let Some(status) = status else {
-        return ChildOutcome::Fail(format!("HANG: killed after {watchdog:?}"));
+        return match first_failure {
+            Some(f) if baseline => {
+                classify_failure(f + &format!("; then HANG (killed after {watchdog:?})"))
+            }
+            _ => ChildOutcome::Hang(format!("killed after {watchdog:?}")),
+        };
     };
+    let fatal = stderr
+        .lines()
+        .find(|l| l.contains("Fatal") || l.contains("panicked"))
+        .unwrap_or("")
+        .to_string();
+    if stdout.lines().any(|l| l == "THREAD-KILLED") {
+        return ChildOutcome::ThreadKilled(
+            "a thread was ended by CPython (pthread_exit) inside its call".into(),
+        );
+    }
     if let Some(line) = stdout.lines().find(|l| l.starts_with("RESULT\t")) {
         let mut f = line.splitn(3, '\t').skip(1);
         let (kind, why) = (f.next().unwrap_or(""), f.next().unwrap_or("").to_string());
         return match kind {
             "pass" => ChildOutcome::Pass,
             "na" => ChildOutcome::NotApplicable(why),
+            _ if baseline => classify_failure(why),
             _ => ChildOutcome::Fail(why),
         };
     }
     use std::os::unix::process::ExitStatusExt;
-    let fatal = stderr
-        .lines()
-        .find(|l| l.contains("Fatal") || l.contains("panicked"))
-        .unwrap_or("")
-        .to_string();
-    ChildOutcome::Fail(match status.signal() {
-        Some(11) => format!("SEGFAULT {fatal}"),
-        Some(6) => format!("ABORT {fatal}"),
-        Some(s) => format!("killed by signal {s} {fatal}"),
-        None => format!("exited {status} without a verdict {fatal}"),
-    })
+    if baseline && let Some(f) = first_failure {
+        let then = match status.signal() {
+            Some(11) => "SEGFAULT",
+            Some(6) => "ABORT",
+            _ => "crash",
+        };
+        return classify_failure(format!("{f}; then {then} {fatal}"));
+    }
+    match status.signal() {
+        Some(11) => ChildOutcome::Segfault(fatal),
+        Some(6) => ChildOutcome::Abort(fatal),
+        Some(s) => ChildOutcome::Fail(format!("killed by signal {s} {fatal}")),
+        None => ChildOutcome::Fail(format!("exited {status} without a verdict {fatal}")),
+    }
 }
 
 /// One result of a CPython run.
@@ -181,8 +282,88 @@ pub struct CpythonResult {
     pub facade: &'static str,
     /// Case name.
     pub case: &'static str,
-    /// Verdict.
+    /// Verdict (of the first run that did not pass, else pass).
     pub outcome: ChildOutcome,
+    /// Every run's class and how often (racy cases run several times).
+    pub counts: Vec<(&'static str, usize)>,
+    /// Runs made.
+    pub runs: usize,
+}
+
+/// Whether a case's outcome can depend on timing (it races threads with
+/// finalization or with each other): such cases are run `racy_runs` times.
+pub fn is_racy(case: &str) -> bool {
+    [
+        "race",
+        "finaliz",
+        "mutual_exclusion",
+        "thread_exit",
+        "daemon",
+        "pool",
+    ]
+    .iter()
+    .any(|k| case.contains(k))
+}
+
+/// How many times a case runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Reps {
+    /// Racy cases ([`is_racy`]), at most.
+    pub racy: usize,
+    /// After this many runs with one same class, a racy case stops early
+    /// (its outcome does not depend on timing after all).
+    pub settle: usize,
+}
+
+impl Default for Reps {
+    fn default() -> Self {
+        Self { racy: 1, settle: 1 }
+    }
+}
+
+/// Runs one (python, facade, case) `reps` times (for racy cases).
+fn run_repeated(
+    exe: &Path,
+    py: &Python,
+    facade: &'static str,
+    case: &'static str,
+    reps: Reps,
+) -> CpythonResult {
+    let n = if is_racy(case) { reps.racy.max(1) } else { 1 };
+    let watchdog = if facade == "gilstate" {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(150)
+    };
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    let mut first_bad: Option<ChildOutcome> = None;
+    let mut first = None;
+    let mut runs = 0;
+    for i in 0..n {
+        let o = run_in_child(exe, py, facade, case, watchdog);
+        runs += 1;
+        match counts.iter_mut().find(|(c, _)| *c == o.class()) {
+            Some(e) => e.1 += 1,
+            None => counts.push((o.class(), 1)),
+        }
+        if o.failed() && first_bad.is_none() {
+            first_bad = Some(o.clone());
+        }
+        if first.is_none() {
+            first = Some(o);
+        }
+        if counts.len() == 1 && i + 1 >= reps.settle.max(1) && n > 1 && i + 1 < n {
+            break;
+        }
+    }
+    CpythonResult {
+        python: py.short(),
+        facade,
+        case,
+        outcome: first_bad.or(first).unwrap_or(ChildOutcome::Pass),
+        counts,
+        runs,
+    }
 }
 
 /// Runs `cases` × `facades` on each of `pythons`, `jobs` processes at a
@@ -193,6 +374,27 @@ pub fn run_all(
     facades: &[&'static str],
     cases: &[&'static str],
     jobs: usize,
+    progress: &mut dyn FnMut(&CpythonResult),
+) -> Vec<CpythonResult> {
+    run_all_reps(
+        exe,
+        pythons,
+        facades,
+        cases,
+        jobs,
+        Reps::default(),
+        progress,
+    )
+}
+
+/// As [`run_all`], with repetitions for racy cases.
+pub fn run_all_reps(
+    exe: &Path,
+    pythons: &[Python],
+    facades: &[&'static str],
+    cases: &[&'static str],
+    jobs: usize,
+    reps: Reps,
     progress: &mut dyn FnMut(&CpythonResult),
 ) -> Vec<CpythonResult> {
     let mut work = Vec::new();
@@ -212,13 +414,7 @@ pub fn run_all(
                 loop {
                     let item = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                     let Some((i, (py, f, c))) = item else { break };
-                    let outcome = run_in_child(exe, &py, f, c, Duration::from_secs(150));
-                    let r = CpythonResult {
-                        python: py.short(),
-                        facade: f,
-                        case: c,
-                        outcome,
-                    };
+                    let r = run_repeated(exe, &py, f, c, reps);
                     if tx.send((i, r)).is_err() {
                         break;
                     }

@@ -12,6 +12,8 @@ pub mod cases;
 pub mod child;
 pub mod exitrace;
 pub mod facade;
+pub mod gilstate;
+pub mod observed;
 pub mod pythons;
 pub mod report;
 pub mod runner;

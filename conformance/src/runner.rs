@@ -17,8 +17,24 @@ pub enum Failure {
 
 impl From<Code> for Failure {
     fn from(c: Code) -> Self {
-        Failure::Fail(format!("unexpected code {c} ({})", code_name(c)))
+        fail(format!("unexpected code {c} ({})", code_name(c)))
     }
+}
+
+/// Set in a child process (`crate::child`): every failure is also printed
+/// at once, so that a case that crashes or hangs afterwards (in its
+/// cleanup) still tells what went wrong first.
+pub static ECHO_FAILURES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A failure with `msg` (echoed on stdout as `FAILED\t<msg>` in a child).
+pub fn fail(msg: String) -> Failure {
+    if ECHO_FAILURES.load(std::sync::atomic::Ordering::Relaxed) {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "FAILED\t{}", msg.replace(['\n', '\t'], " "));
+        let _ = o.flush();
+    }
+    Failure::Fail(msg)
 }
 
 /// What a case function returns.
@@ -105,7 +121,7 @@ pub fn run_case<F: Facade>(case: &Case) -> Outcome {
 macro_rules! check {
     ($cond:expr) => {
         if !$cond {
-            return Err($crate::runner::Failure::Fail(format!(
+            return Err($crate::runner::fail(format!(
                 "line {}: {}",
                 line!(),
                 stringify!($cond)
@@ -114,7 +130,7 @@ macro_rules! check {
     };
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
-            return Err($crate::runner::Failure::Fail(format!(
+            return Err($crate::runner::fail(format!(
                 "line {}: {}: {}",
                 line!(),
                 stringify!($cond),
@@ -130,7 +146,7 @@ macro_rules! check_eq {
     ($a:expr, $b:expr) => {{
         let (a, b) = (&$a, &$b);
         if a != b {
-            return Err($crate::runner::Failure::Fail(format!(
+            return Err($crate::runner::fail(format!(
                 "line {}: {} == {:?}, expected {} == {:?}",
                 line!(),
                 stringify!($a),
@@ -146,7 +162,7 @@ macro_rules! check_eq {
 pub fn expect_code<T: std::fmt::Debug>(r: Result<T, Code>, want: Error, what: &str) -> CaseResult {
     match r {
         Err(c) if c == want.code() => Ok(()),
-        other => Err(Failure::Fail(format!(
+        other => Err(fail(format!(
             "{what}: got {}, expected {want:?}",
             match other {
                 Ok(v) => format!("Ok({v:?})"),
@@ -164,7 +180,7 @@ pub fn expect_one_of<T: std::fmt::Debug>(
 ) -> CaseResult {
     match r {
         Err(c) if allowed.iter().any(|e| e.code() == c) => Ok(()),
-        other => Err(Failure::Fail(format!(
+        other => Err(fail(format!(
             "{what}: got {}, expected one of {allowed:?}",
             match other {
                 Ok(v) => format!("Ok({v:?})"),

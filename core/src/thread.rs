@@ -1381,15 +1381,22 @@ impl<B: Backend> RtCtx<B> {
         if t.is_deleted() || t.kind == TsKind::Borrowed {
             return;
         }
+        if B::raw(&t) == 0 {
+            return; // nothing of the backend's to free
+        }
         let il = self.local(idx).il;
         let held = self.il(il).spans > 0;
-        if held {
-            self.backend().dematerialize(&t.interp, &t, false);
-        } else if t.interp.gate.try_hold(false).is_ok() {
-            self.backend().dematerialize(&t.interp, &t, false);
-            t.interp.gate.release_hold(false);
-        } else {
+        if !held && t.interp.gate.try_hold(false).is_err() {
             self.reg.count(|c| &c.orphaned);
+            return;
+        }
+        // freeing attaches it (CPython clears a thread state under its
+        // GIL): whatever this thread has attached steps aside meanwhile
+        let prev = self.detach_current();
+        self.backend().dematerialize(&t.interp, &t, false);
+        self.reattach(prev);
+        if !held {
+            t.interp.gate.release_hold(false);
         }
     }
 
