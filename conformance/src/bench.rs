@@ -26,7 +26,9 @@ pub struct Bench {
 /// Result of one bench over all rounds.
 #[derive(Debug, Clone)]
 pub struct Measurement {
-    /// Design or `baseline`.
+    /// Where it ran: `model`, or `cpython 3.11`.
+    pub backend: String,
+    /// Design, `gilstate` (CPython's own API) or `baseline`.
     pub facade: &'static str,
     /// Case key.
     pub case: &'static str,
@@ -160,6 +162,126 @@ mod handle {
     }
 }
 
+mod guard {
+    use super::*;
+    use tstate_ffi_guard::*;
+
+    /// The guard a caller keeps for as long as it may call in (PEP 788's
+    /// idiom: take it once, ensure under it many times).
+    fn with_guard<T>(interp: u64, f: impl FnOnce(*mut Guard) -> T) -> T {
+        let v = tsg_view_from_interpreter(interp);
+        assert!(!v.is_null());
+        let g = tsg_guard_from_view(v);
+        assert!(!g.is_null());
+        let r = f(g);
+        tsg_guard_close(g);
+        tsg_view_close(v);
+        r
+    }
+    fn pair(g: *mut Guard) {
+        let t = tsg_ensure(black_box(g));
+        assert!(!t.is_null());
+        tsg_release(t);
+    }
+    pub fn nested(iters: u64, interp: u64) -> Duration {
+        with_guard(interp, |g| {
+            let outer = tsg_ensure(g);
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                pair(g);
+            }
+            let d = t0.elapsed();
+            tsg_release(outer);
+            d
+        })
+    }
+    pub fn reattach(iters: u64, interp: u64) -> Duration {
+        with_guard(interp, |g| {
+            let outer = tsg_ensure(g);
+            let mut saved = 0;
+            // SAFETY: valid out-pointer.
+            assert_eq!(unsafe { tsg_save_thread(&mut saved) }, 0);
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                pair(g);
+            }
+            let d = t0.elapsed();
+            assert_eq!(tsg_restore_thread(saved), 0);
+            tsg_release(outer);
+            d
+        })
+    }
+    pub fn fresh(iters: u64, interp: u64) -> Duration {
+        with_guard(interp, |g| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                pair(g);
+            }
+            t0.elapsed()
+        })
+    }
+}
+
+/// CPython's own API (only in a process with libpython loaded and
+/// initialized; `interp` is ignored: `PyGILState_Ensure` takes none).
+mod gilstate {
+    use super::*;
+    use tstate_core::cpython::ffi::{self, Api};
+
+    fn api() -> &'static Api {
+        ffi::api().expect("the gilstate benches run only with libpython loaded")
+    }
+    fn pair(a: &Api) {
+        // SAFETY: Python is initialized (the caller's contract); Ensure and
+        // the matching Release on this thread.
+        unsafe {
+            let s = (a.PyGILState_Ensure)();
+            (a.PyGILState_Release)(black_box(s));
+        }
+    }
+    pub fn nested(iters: u64, _: u64) -> Duration {
+        let a = api();
+        // SAFETY: as in `pair`; the outer Ensure is released at the end.
+        let outer = unsafe { (a.PyGILState_Ensure)() };
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            pair(a);
+        }
+        let d = t0.elapsed();
+        // SAFETY: releases the outer Ensure on the thread that took it.
+        unsafe { (a.PyGILState_Release)(outer) };
+        d
+    }
+    pub fn reattach(iters: u64, _: u64) -> Duration {
+        let a = api();
+        // SAFETY: Ensure, then detach (this thread holds the GIL); restored
+        // and released in reverse order below.
+        let (outer, saved) = unsafe {
+            let o = (a.PyGILState_Ensure)();
+            (o, (a.PyEval_SaveThread)())
+        };
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            pair(a);
+        }
+        let d = t0.elapsed();
+        // SAFETY: `saved` is this thread's state, detached above.
+        unsafe {
+            (a.PyEval_RestoreThread)(saved);
+            (a.PyGILState_Release)(outer);
+        }
+        d
+    }
+    pub fn fresh(iters: u64, _: u64) -> Duration {
+        let a = api();
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            pair(a);
+        }
+        t0.elapsed()
+    }
+}
+
 mod activate {
     use super::*;
     use tstate_ffi_activate::*;
@@ -281,7 +403,61 @@ pub fn comparison_benches() -> Vec<Bench> {
             what: "New + Activate + Deactivate + Delete on a thread holding nothing",
             run: activate::fresh,
         },
+        Bench {
+            facade: "guard",
+            case: "A",
+            what: "Ensure(guard) + Release(token) while attached (nested)",
+            run: guard::nested,
+        },
+        Bench {
+            facade: "guard",
+            case: "B",
+            what: "Ensure(guard) + Release(token) after SaveThread (re-attach)",
+            run: guard::reattach,
+        },
+        Bench {
+            facade: "guard",
+            case: "C",
+            what: "Ensure(guard) + Release(token) on a thread holding nothing (guard kept)",
+            run: guard::fresh,
+        },
     ]
+}
+
+/// CPython's own `PyGILState_Ensure` + `PyGILState_Release` in the same
+/// three situations (only in a process with libpython initialized).
+pub fn gilstate_benches() -> Vec<Bench> {
+    vec![
+        Bench {
+            facade: "gilstate",
+            case: "A",
+            what: "PyGILState_Ensure + Release while attached (nested)",
+            run: gilstate::nested,
+        },
+        Bench {
+            facade: "gilstate",
+            case: "B",
+            what: "PyGILState_Ensure + Release after PyEval_SaveThread (re-attach)",
+            run: gilstate::reattach,
+        },
+        Bench {
+            facade: "gilstate",
+            case: "C",
+            what: "PyGILState_Ensure + Release on a thread holding nothing",
+            run: gilstate::fresh,
+        },
+    ]
+}
+
+/// `model` or `cpython 3.X`: the backend the facades run on in this process.
+pub fn backend_label() -> String {
+    use crate::facade::{Ensure, Shared};
+    let b = Ensure::backend_info();
+    if b.kind == 1 {
+        format!("cpython {}.{}", b.python_major, b.python_minor)
+    } else {
+        "model".into()
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -330,10 +506,12 @@ pub fn run(
     worker.join().expect("bench thread panicked");
     let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
     let unit = medians[0];
+    let backend = backend_label();
     benches
         .iter()
         .zip(samples.iter().zip(&medians))
         .map(|(b, (s, &m))| Measurement {
+            backend: backend.clone(),
             facade: b.facade,
             case: b.case,
             what: b.what,

@@ -8,10 +8,11 @@
 //! is asserted there, not written by a caller).
 
 /// The C programs, by facade name.
-pub const SOURCES: [(&str, &str); 3] = [
+pub const SOURCES: [(&str, &str); 4] = [
     ("ensure", include_str!("../c/ensure.c")),
     ("handle", include_str!("../c/handle.c")),
     ("activate", include_str!("../c/activate.c")),
+    ("guard", include_str!("../c/guard.c")),
 ];
 
 /// The patterns compared, in report order, with what each is.

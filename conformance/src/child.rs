@@ -59,27 +59,24 @@ fn prepare<F: Facade>() -> Result<(), String> {
 /// The child's whole life (never returns): load `libpython`, run `case` of
 /// `facade`, print `RESULT\t<pass|fail|na>\t<reason>`, `_exit(0)`.
 pub fn child_main(facade: &str, case: &str, libpython: &Path) -> ! {
-    let path = std::ffi::CString::new(libpython.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    // SAFETY: a NUL-terminated path; RTLD_GLOBAL makes libpython's symbols
-    // visible to the facades' `dlsym(RTLD_DEFAULT, …)`.
-    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
     crate::runner::ECHO_FAILURES.store(true, std::sync::atomic::Ordering::Relaxed);
-    let outcome = if h.is_null() {
-        Outcome::Fail(format!("dlopen {} failed", libpython.display()))
-    } else {
-        // SAFETY: single-threaded here, before any facade call.
-        unsafe { std::env::set_var("TSTATE_BACKEND", "cpython") };
-        let run = |prep: Result<(), String>, f: &dyn Fn() -> Outcome| match prep {
-            Ok(()) => f(),
-            Err(e) => Outcome::Fail(e),
-        };
-        match facade {
-            "ensure" => run(prepare::<Ensure>(), &|| run_named::<Ensure>(case)),
-            "handle" => run(prepare::<Handle>(), &|| run_named::<Handle>(case)),
-            "activate" => run(prepare::<Activate>(), &|| run_named::<Activate>(case)),
-            "guard" => run(prepare::<Guard>(), &|| run_named::<Guard>(case)),
-            "gilstate" => run(prepare::<GilState>(), &|| run_named::<GilState>(case)),
-            other => Outcome::Fail(format!("unknown facade {other}")),
+    let outcome = match load_libpython(libpython) {
+        Err(e) => Outcome::Fail(e),
+        Ok(()) => {
+            // SAFETY: single-threaded here, before any facade call.
+            unsafe { std::env::set_var("TSTATE_BACKEND", "cpython") };
+            let run = |prep: Result<(), String>, f: &dyn Fn() -> Outcome| match prep {
+                Ok(()) => f(),
+                Err(e) => Outcome::Fail(e),
+            };
+            match facade {
+                "ensure" => run(prepare::<Ensure>(), &|| run_named::<Ensure>(case)),
+                "handle" => run(prepare::<Handle>(), &|| run_named::<Handle>(case)),
+                "activate" => run(prepare::<Activate>(), &|| run_named::<Activate>(case)),
+                "guard" => run(prepare::<Guard>(), &|| run_named::<Guard>(case)),
+                "gilstate" => run(prepare::<GilState>(), &|| run_named::<GilState>(case)),
+                other => Outcome::Fail(format!("unknown facade {other}")),
+            }
         }
     };
     let (kind, why) = match &outcome {
@@ -175,6 +172,9 @@ fn about_interpreter(msg: &str) -> bool {
         "on_b",
         "on_a",
         "attached to main",
+        // work refused as "not attached" right after an ensure that
+        // succeeded: the thread is attached, to another interpreter
+        "NotAttached",
     ]
     .iter()
     .any(|k| msg.contains(k))
@@ -305,6 +305,19 @@ pub fn is_racy(case: &str) -> bool {
     .any(|k| case.contains(k))
 }
 
+/// A racy case stops repeating after this many runs that each ran into the
+/// watchdog (each costs a whole watchdog; their counts are reported).
+pub const WATCHDOG_RUNS: usize = 3;
+
+/// The watchdog of one run of CPython's own API (its cases finish in well
+/// under a second when they do not hang).
+pub const BASELINE_WATCHDOG: Duration = Duration::from_secs(10);
+
+/// Whether a run ended by the watchdog (a hang, or a failure then a hang).
+fn hit_watchdog((class, detail): &(&str, String)) -> bool {
+    *class == "HANG" || detail.contains("then HANG")
+}
+
 /// How many times a case runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Reps {
@@ -331,7 +344,7 @@ fn run_repeated(
 ) -> CpythonResult {
     let n = if is_racy(case) { reps.racy.max(1) } else { 1 };
     let watchdog = if facade == "gilstate" {
-        Duration::from_secs(20)
+        BASELINE_WATCHDOG
     } else {
         Duration::from_secs(150)
     };
@@ -339,20 +352,33 @@ fn run_repeated(
     let mut first_bad: Option<ChildOutcome> = None;
     let mut first = None;
     let mut runs = 0;
+    let mut watchdogged = 0;
     for i in 0..n {
         let o = run_in_child(exe, py, facade, case, watchdog);
+        let o_class_detail = (o.class(), o.detail().to_string());
         runs += 1;
         match counts.iter_mut().find(|(c, _)| *c == o.class()) {
             Some(e) => e.1 += 1,
             None => counts.push((o.class(), 1)),
         }
+        // n/a does not depend on timing: once is enough
+        let na = matches!(o, ChildOutcome::NotApplicable(_));
         if o.failed() && first_bad.is_none() {
             first_bad = Some(o.clone());
         }
         if first.is_none() {
             first = Some(o);
         }
+        if na && i == 0 {
+            break;
+        }
         if counts.len() == 1 && i + 1 >= reps.settle.max(1) && n > 1 && i + 1 < n {
+            break;
+        }
+        // a case that runs into the watchdog three times in a row with one
+        // same class does so every time: each run costs a whole watchdog
+        watchdogged += usize::from(hit_watchdog(&o_class_detail));
+        if watchdogged >= WATCHDOG_RUNS && i + 1 < n {
             break;
         }
     }
@@ -430,4 +456,119 @@ pub fn run_all_reps(
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
     })
+}
+
+// ----- timings on CPython ---------------------------------------------------------
+
+fn load_libpython(libpython: &Path) -> Result<(), String> {
+    let path = std::ffi::CString::new(libpython.as_os_str().as_encoded_bytes())
+        .map_err(|_| "libpython path has a NUL".to_string())?;
+    // SAFETY: a NUL-terminated path; RTLD_GLOBAL makes libpython's symbols
+    // visible to the facades' `dlsym(RTLD_DEFAULT, …)`.
+    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if h.is_null() {
+        return Err(format!("dlopen {} failed", libpython.display()));
+    }
+    Ok(())
+}
+
+/// The timing child (never returns): loads `libpython`, initializes CPython
+/// through the facades (CPython backend), detaches the main thread, then
+/// times every design's idiom ([`bench::comparison_benches`]) and, on a
+/// second fresh thread, CPython's own API ([`bench::gilstate_benches`]),
+/// each run with the mutex pair as its unit. Prints one `BENCH` line per
+/// measurement and `_exit(0)`s.
+pub fn bench_child_main(cfg: crate::bench::Config, libpython: &Path) -> ! {
+    use crate::bench;
+    let result = load_libpython(libpython).and_then(|()| {
+        // SAFETY: single-threaded here, before any facade call.
+        unsafe { std::env::set_var("TSTATE_BACKEND", "cpython") };
+        prepare::<Ensure>()?;
+        let interp = Ensure::main_interpreter().map_err(|c| format!("main interpreter: {c}"))?;
+        let mut ms = bench::run(&bench::comparison_benches(), interp, cfg, &mut |_| {});
+        let mut g = vec![bench::comparison_benches().swap_remove(0)];
+        g.extend(bench::gilstate_benches());
+        ms.extend(bench::run(&g, interp, cfg, &mut |_| {}).into_iter().skip(1));
+        Ok(ms)
+    });
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(ms) => {
+            for m in ms {
+                let _ = writeln!(
+                    out,
+                    "BENCH\t{}\t{}\t{}\t{}\t{}\t{}",
+                    m.facade, m.case, m.median_ns, m.min_ns, m.max_ns, m.ratio
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "ERROR\t{e}");
+        }
+    }
+    let _ = out.flush();
+    // SAFETY: ends the process at once (no CPython finalization).
+    unsafe { libc::_exit(0) }
+}
+
+/// Runs [`bench_child_main`] on `py` in a child of `exe` and reads its
+/// measurements back (labelled `cpython 3.X`).
+pub fn run_bench_in_child(
+    exe: &Path,
+    py: &Python,
+    cfg: crate::bench::Config,
+) -> Result<Vec<crate::bench::Measurement>, String> {
+    use crate::bench;
+    let o = Command::new(exe)
+        .args([
+            "--child-bench",
+            &cfg.rounds.to_string(),
+            &cfg.iters.to_string(),
+        ])
+        .env(LIBPYTHON_ENV, &py.libpython)
+        .env("TSTATE_BACKEND", "cpython")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    if let Some(e) = stdout.lines().find_map(|l| l.strip_prefix("ERROR\t")) {
+        return Err(e.to_string());
+    }
+    let known: Vec<bench::Bench> = bench::comparison_benches()
+        .into_iter()
+        .chain(bench::gilstate_benches())
+        .collect();
+    let mut ms = Vec::new();
+    for l in stdout.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if f.len() != 7 || f[0] != "BENCH" {
+            continue;
+        }
+        let b = known
+            .iter()
+            .find(|b| b.facade == f[1] && b.case == f[2])
+            .ok_or_else(|| format!("unknown bench {} {}", f[1], f[2]))?;
+        let num = |s: &str| s.parse::<f64>().map_err(|_| format!("bad number {s}"));
+        ms.push(bench::Measurement {
+            backend: format!("cpython {}", py.short()),
+            facade: b.facade,
+            case: b.case,
+            what: b.what,
+            median_ns: num(f[3])?,
+            min_ns: num(f[4])?,
+            max_ns: num(f[5])?,
+            ratio: num(f[6])?,
+        });
+    }
+    if ms.is_empty() {
+        return Err(format!(
+            "no measurements ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        ));
+    }
+    Ok(ms)
 }

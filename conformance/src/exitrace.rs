@@ -124,6 +124,20 @@ pub enum Outcome {
     Other,
 }
 
+impl Outcome {
+    /// Lower-case label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Clean => "clean",
+            Outcome::Killed => "killed",
+            Outcome::Crashed => "crashed",
+            Outcome::Hung => "hung",
+            Outcome::Stuck => "stuck",
+            Outcome::Other => "other",
+        }
+    }
+}
+
 /// One run's verdict.
 #[derive(Debug, Clone)]
 pub struct Run {

@@ -693,6 +693,12 @@ pub struct Options {
     pub designs: Vec<String>,
     /// Scenarios to run (ids); empty: all.
     pub scenarios: Vec<String>,
+    /// Build the programs with `-fsanitize=address,undefined` (the program
+    /// and the facade's Rust code are not instrumented alike: the C side
+    /// is; libpython is not). Runs get `ASAN_OPTIONS=detect_leaks=0`
+    /// (CPython keeps its allocations until exit by design) and abort on
+    /// the first report, which then counts as `ABORT`.
+    pub sanitize: bool,
 }
 
 impl Options {
@@ -708,6 +714,7 @@ impl Options {
             pythons: pythons::find(),
             designs: Vec::new(),
             scenarios: Vec::new(),
+            sanitize: false,
         }
     }
 }
@@ -725,30 +732,18 @@ pub fn source() -> PathBuf {
     workspace().join("conformance/cpython/observed.c")
 }
 
-/// `libtstate_ffi_<facade>.a` in `dir`, or next to the running executable
-/// (cargo puts a test binary in `target/<profile>/deps/` and the libraries
-/// there or one level up).
+/// `libtstate_ffi_<facade>.a` in `dir`, or the one cargo built with the
+/// running executable ([`crate::exitrace::staticlib`]).
 pub fn staticlib(facade: &str, dir: Option<&Path>) -> Result<PathBuf, String> {
-    let name = format!("libtstate_ffi_{facade}.a");
-    let mut candidates = Vec::new();
-    match dir {
-        Some(d) => candidates.push(d.join(&name)),
-        None => {
-            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-            if let Some(d) = exe.parent() {
-                candidates.push(d.join(&name));
-                if let Some(up) = d.parent() {
-                    candidates.push(up.join(&name));
-                    candidates.push(up.join("deps").join(&name));
-                }
-            }
-        }
+    let Some(d) = dir else {
+        return crate::exitrace::staticlib(facade);
+    };
+    let p = d.join(format!("libtstate_ffi_{facade}.a"));
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{} not found", p.display()))
     }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| format!("{name} not found (looked at {candidates:?})"))
 }
 
 /// Builds the program for `design` against `py` into `opts.build_dir`:
@@ -756,9 +751,12 @@ pub fn staticlib(facade: &str, dir: Option<&Path>) -> Result<PathBuf, String> {
 pub fn build(py: &Python, design: &Design, opts: &Options) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&opts.build_dir)
         .map_err(|e| format!("{}: {e}", opts.build_dir.display()))?;
-    let out = opts
-        .build_dir
-        .join(format!("observed-{}-{}", design.name, py.short()));
+    let out = opts.build_dir.join(format!(
+        "observed-{}-{}{}",
+        design.name,
+        py.short(),
+        if opts.sanitize { "-asan" } else { "" }
+    ));
     let mut cmd = Command::new("gcc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
         .arg(format!("-D{}", design.define))
@@ -766,6 +764,13 @@ pub fn build(py: &Python, design: &Design, opts: &Options) -> Result<PathBuf, St
     if let Some(f) = design.facade {
         cmd.arg("-I")
             .arg(workspace().join(format!("ffi-{f}/include")));
+    }
+    if opts.sanitize {
+        cmd.args([
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+        ]);
     }
     cmd.arg(source());
     if let Some(f) = design.facade {
@@ -880,6 +885,8 @@ fn run_process(
         .arg(scenario)
         .env("TSTATE_BACKEND", "cpython")
         .env("RUST_BACKTRACE", "0")
+        .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+        .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
         .env_remove("PYTHONHOME")
         .env_remove("PYTHONPATH")
         .env_remove("PYTHONSTARTUP")
@@ -1487,6 +1494,10 @@ pub fn render_markdown(report: &Report, details: bool) -> String {
         report.repeats,
         report.watchdog.as_secs()
     );
+    for f in &report.build_failures {
+        let first = f.lines().next().unwrap_or("");
+        let _ = writeln!(s, "**BUILD FAILED**: {first}\n");
+    }
     let _ = writeln!(
         s,
         "### Overview\n\nVersions whose runs mostly came out the same way are grouped \

@@ -10,6 +10,7 @@
 
 use tstate_conformance::child::{self, ChildOutcome};
 use tstate_conformance::pythons;
+use tstate_conformance::report::{self, CPY_BEGIN, CPY_END, Report};
 
 #[test]
 fn every_case_on_every_cpython_found() {
@@ -45,8 +46,13 @@ fn every_case_on_every_cpython_found() {
                 mine.len()
             );
             for r in mine {
-                if let ChildOutcome::Fail(why) = &r.outcome {
-                    failures.push(format!("CPython {v} {f} {}: {why}", r.case));
+                if r.outcome.failed() {
+                    failures.push(format!(
+                        "CPython {v} {f} {}: {} {}",
+                        r.case,
+                        r.outcome.class(),
+                        r.outcome.detail()
+                    ));
                 }
             }
         }
@@ -57,4 +63,33 @@ fn every_case_on_every_cpython_found() {
         t0.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // docs/comparison.md's matrix of the designs on CPython is this run's,
+    // when the doc was written on the same set of CPython versions
+    let r = Report {
+        pythons: found.iter().map(|p| p.short()).collect(),
+        cpython: results,
+        ..Report::default()
+    };
+    let want = report::cpython_designs_markdown(&r);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/comparison.md");
+    let doc = std::fs::read_to_string(path).expect("docs/comparison.md exists");
+    let have = doc
+        .split_once(CPY_BEGIN)
+        .and_then(|(_, rest)| rest.split_once(CPY_END))
+        .map(|(mid, _)| mid.trim_start_matches('\n'))
+        .expect("docs/comparison.md has the CPython markers");
+    let heading = |s: &str| s.lines().next().unwrap_or("").to_string();
+    if heading(have) == heading(&want) {
+        assert!(
+            have == want,
+            "docs/comparison.md's CPython matrix is out of date; regenerate it with\n  cargo run --release -p tstate-conformance -- --markdown > docs/comparison.md\n--- expected ---\n{want}"
+        );
+    } else {
+        eprintln!(
+            "docs/comparison.md was written on other CPython versions ({}); this machine has {}: its matrix is not compared",
+            heading(have),
+            heading(&want)
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! made-up spans), save, restore (also of the wrong thread state), work,
 //! finalize, injected allocation failures — checked step by step against a
 //! small sequential reference model of the contract, written from
-//! `../shared/design/CONTRACT.md` and not from the core: after every step
+//! `docs/contract.md` and not from the core: after every step
 //! the returned code and the attached (thread state, interpreter) must be
 //! what the model says.
 //!

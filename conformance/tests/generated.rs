@@ -78,6 +78,46 @@ fn shared_abi_sources_are_current() {
     assert!(errs.is_empty(), "{}", errs.join("\n"));
 }
 
+/// Rustdoc link syntax, which cbindgen copies from the doc comments, made
+/// plain for C readers: "[`tsg_release`]" → "`tsg_release`",
+/// "[`crate::Holder`]" → "`Holder`".
+fn for_c(header: &str) -> String {
+    let mut out = String::with_capacity(header.len());
+    let mut rest = header;
+    while let Some(i) = rest.find("[`") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find("`]") {
+            Some(j) if !after[..j].contains('\n') => {
+                let name = &after[..j];
+                let name = name.rsplit("::").next().unwrap_or(name);
+                out.push('`');
+                out.push_str(name);
+                out.push('`');
+                rest = &after[j + 2..];
+            }
+            _ => {
+                out.push_str("[`");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn doc_links_are_made_plain_for_c() {
+    assert_eq!(
+        for_c("see [`crate::Holder`] and [`tsg_release`]; `a[0]`"),
+        "see `Holder` and `tsg_release`; `a[0]`"
+    );
+    for (name, _) in FACADES {
+        let h = std::fs::read_to_string(header_path(name)).unwrap();
+        assert!(!h.contains("[`"), "{name}'s header has rustdoc link syntax");
+    }
+}
+
 #[test]
 fn headers_are_current() {
     let errs: Vec<String> = FACADES
@@ -92,7 +132,8 @@ fn headers_are_current() {
                 .generate()
                 .expect("cbindgen")
                 .write(&mut out);
-            check_file(&header_path(name), &String::from_utf8(out).unwrap()).err()
+            let header = for_c(&String::from_utf8(out).unwrap());
+            check_file(&header_path(name), &header).err()
         })
         .collect();
     assert!(errs.is_empty(), "{}", errs.join("\n"));

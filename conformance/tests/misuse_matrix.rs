@@ -11,12 +11,16 @@
 
 use std::ffi::c_int;
 use std::sync::mpsc;
-use tstate_conformance::facade::{Activate, Ensure, Facade, Handle, Shared};
+use tstate_conformance::facade::{Activate, Ensure, Facade, Guard, Handle, Shared};
 use tstate_core::Error as E;
 use tstate_core::c_abi::CHolder;
 
 /// A probe call returning a code.
 type Call = Box<dyn FnMut() -> c_int>;
+/// A call of a pointer-returning function: whether it returned NULL.
+type NullCheck = Box<dyn Fn() -> bool>;
+/// A call of a `void` function.
+type VoidCall = Box<dyn Fn()>;
 
 /// The two tests share process-wide state (fault and panic injection).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -577,6 +581,261 @@ fn activate_rows(rows: &mut Vec<Row>, b: &Bystander) {
     );
 }
 
+/// The guard facade's own functions: a pointer-returning function reports
+/// through `tsg_last_error` after a NULL, a `void` one through the fatal
+/// hook (here a recording hook that returns, so the call is a no-op).
+fn guard_rows(rows: &mut Vec<Row>, b: &Bystander) {
+    use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+    use tstate_conformance::facade::Guard as GuardFacade;
+    use tstate_ffi_guard::*;
+    /// A call through a view, returning its error code (0 if it succeeded).
+    type ViewCall = fn(*mut View) -> i32;
+    static HOOKED: AtomicI32 = AtomicI32::new(0);
+    extern "C" fn record(code: c_int, _: *const std::ffi::c_char) {
+        HOOKED.store(code, SeqCst);
+    }
+    /// NULL → the last error; a pointer → 0 (and the object is closed by
+    /// `undo`, so that a wrongly granted one changes nothing after).
+    fn code_of<T>(p: *mut T, undo: impl FnOnce(*mut T)) -> c_int {
+        if p.is_null() {
+            tsg_last_error()
+        } else {
+            undo(p);
+            0
+        }
+    }
+    fn hooked(f: impl FnOnce()) -> c_int {
+        HOOKED.store(0, SeqCst);
+        f();
+        HOOKED.load(SeqCst)
+    }
+    let prev = tsg_set_fatal_hook(Some(record));
+    let main = GuardFacade::main_interpreter().unwrap();
+    let stale = stale_id();
+
+    // nothing attached on this thread
+    probe(
+        rows,
+        b,
+        "tsg_guard_from_current",
+        "not attached",
+        &[E::NotAttached],
+        || code_of(tsg_guard_from_current(), |p| tsg_guard_close(p)),
+    );
+    probe(
+        rows,
+        b,
+        "tsg_view_from_current",
+        "not attached",
+        &[E::NotAttached],
+        || code_of(tsg_view_from_current(), |p| tsg_view_close(p)),
+    );
+    probe(
+        rows,
+        b,
+        "tsg_guard_from_view",
+        "NULL",
+        &[E::InvalidArgument],
+        || {
+            code_of(tsg_guard_from_view(std::ptr::null_mut()), |p| {
+                tsg_guard_close(p)
+            })
+        },
+    );
+    probe(
+        rows,
+        b,
+        "tsg_guard_from_view",
+        "forged view",
+        &[E::InvalidHandle],
+        || {
+            code_of(
+                tsg_guard_from_view(std::ptr::without_provenance_mut(0x5a5a_0001)),
+                |p| tsg_guard_close(p),
+            )
+        },
+    );
+    for (what, id) in [
+        ("id 0", 0),
+        ("forged id", main ^ (1 << 40)),
+        ("stale id", stale),
+    ] {
+        let through_view: [(&str, ViewCall); 2] = [
+            ("tsg_guard_from_view", |v| {
+                code_of(tsg_guard_from_view(v), |p| tsg_guard_close(p))
+            }),
+            ("tsg_ensure_from_view", |v| {
+                code_of(tsg_ensure_from_view(v), |p| tsg_release(p))
+            }),
+        ];
+        for (name, call) in through_view {
+            probe(rows, b, name, what, &[E::NoSuchInterpreter], || {
+                let v = tsg_view_from_interpreter(id);
+                let c = call(v);
+                tsg_view_close(v);
+                c
+            });
+        }
+    }
+    probe(
+        rows,
+        b,
+        "tsg_ensure_from_view",
+        "NULL",
+        &[E::InvalidArgument],
+        || {
+            code_of(tsg_ensure_from_view(std::ptr::null_mut()), |p| {
+                tsg_release(p)
+            })
+        },
+    );
+    probe(
+        rows,
+        b,
+        "tsg_ensure_from_view",
+        "closed view",
+        &[E::InvalidHandle],
+        || {
+            let v = tsg_view_from_interpreter(main);
+            tsg_view_close(v);
+            code_of(tsg_ensure_from_view(v), |p| tsg_release(p))
+        },
+    );
+    probe(rows, b, "tsg_ensure", "NULL", &[E::InvalidArgument], || {
+        code_of(tsg_ensure(std::ptr::null_mut()), |p| tsg_release(p))
+    });
+    probe(
+        rows,
+        b,
+        "tsg_ensure",
+        "forged guard",
+        &[E::InvalidHandle],
+        || {
+            code_of(
+                tsg_ensure(std::ptr::without_provenance_mut(0x5a5a_0003)),
+                |p| tsg_release(p),
+            )
+        },
+    );
+    probe(
+        rows,
+        b,
+        "tsg_ensure",
+        "closed guard",
+        &[E::InvalidHandle],
+        || {
+            let v = tsg_view_from_interpreter(main);
+            let g = tsg_guard_from_view(v);
+            tsg_view_close(v);
+            tsg_guard_close(g);
+            code_of(tsg_ensure(g), |p| tsg_release(p))
+        },
+    );
+    // the void functions
+    probe(
+        rows,
+        b,
+        "tsg_release",
+        "NULL",
+        &[E::InvalidArgument],
+        || hooked(|| tsg_release(std::ptr::null_mut())),
+    );
+    probe(
+        rows,
+        b,
+        "tsg_release",
+        "forged token",
+        &[E::InvalidHandle],
+        || hooked(|| tsg_release(std::ptr::without_provenance_mut(0x5a5a_0005))),
+    );
+    probe(
+        rows,
+        b,
+        "tsg_guard_close",
+        "forged guard",
+        &[E::InvalidHandle],
+        || hooked(|| tsg_guard_close(std::ptr::without_provenance_mut(0x5a5a_0007))),
+    );
+    probe(
+        rows,
+        b,
+        "tsg_guard_close",
+        "double close",
+        &[E::InvalidHandle],
+        || {
+            let v = tsg_view_from_interpreter(main);
+            let g = tsg_guard_from_view(v);
+            tsg_view_close(v);
+            tsg_guard_close(g);
+            hooked(|| tsg_guard_close(g))
+        },
+    );
+    probe(
+        rows,
+        b,
+        "tsg_view_close",
+        "double close",
+        &[E::InvalidHandle],
+        || {
+            let v = tsg_view_from_interpreter(main);
+            tsg_view_close(v);
+            hooked(|| tsg_view_close(v))
+        },
+    );
+    probe(
+        rows,
+        b,
+        "tsg_view_close",
+        "forged view",
+        &[E::InvalidHandle],
+        || hooked(|| tsg_view_close(std::ptr::without_provenance_mut(0x5a5a_0009))),
+    );
+    // tokens: out of order, other thread, double release
+    let sub = GuardFacade::create(0).unwrap();
+    let (vm, vs) = (
+        tsg_view_from_interpreter(main),
+        tsg_view_from_interpreter(sub),
+    );
+    let outer = tsg_ensure_from_view(vm);
+    let inner = tsg_ensure_from_view(vs);
+    assert!(!outer.is_null() && !inner.is_null());
+    probe(
+        rows,
+        b,
+        "tsg_release",
+        "out of order",
+        &[E::OutOfOrder],
+        || hooked(|| tsg_release(outer)),
+    );
+    let inner_raw = inner as usize;
+    probe(
+        rows,
+        b,
+        "tsg_release",
+        "wrong thread",
+        &[E::WrongThread],
+        || {
+            on_other_thread(move || {
+                hooked(|| tsg_release(std::ptr::without_provenance_mut(inner_raw)))
+            })
+        },
+    );
+    tsg_release(inner);
+    probe(
+        rows,
+        b,
+        "tsg_release",
+        "double release",
+        &[E::InvalidHandle],
+        || hooked(|| tsg_release(inner)),
+    );
+    tsg_release(outer);
+    tsg_view_close(vs);
+    tsg_view_close(vm);
+    GuardFacade::finalize(sub, 1000).unwrap();
+    tsg_set_fatal_hook(prev);
+}
+
 fn check(rows: &[Row], facade: &str) -> usize {
     let bad: Vec<String> = rows
         .iter()
@@ -619,6 +878,10 @@ fn every_exported_function_refuses_every_bad_input_with_its_code_and_changes_not
             shared_rows::<Activate>(r, b);
             activate_rows(r, b)
         }),
+        ("guard", |r, b| {
+            shared_rows::<Guard>(r, b);
+            guard_rows(r, b)
+        }),
     ] {
         let mut rows = Vec::new();
         run(&mut rows, &b);
@@ -638,7 +901,7 @@ fn a_panic_inside_any_exported_function_never_unwinds_into_c() {
     // output (a failing assertion still prints)
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if info.payload().downcast_ref::<&str>() != Some(&"tstate: injected panic") {
+        if info.payload().downcast_ref::<&str>() != Some(&tstate_core::c_abi::INJECTED_PANIC) {
             default(info);
         }
     }));
@@ -707,7 +970,7 @@ fn a_panic_inside_any_exported_function_never_unwinds_into_c() {
         assert!(F::main_interpreter().is_ok());
         count
     }
-    let mut total = sweep::<Ensure>() + sweep::<Handle>() + sweep::<Activate>();
+    let mut total = sweep::<Ensure>() + sweep::<Handle>() + sweep::<Activate>() + sweep::<Guard>();
     // the design functions
     use tstate_ffi_activate::*;
     use tstate_ffi_ensure::*;
@@ -767,6 +1030,82 @@ fn a_panic_inside_any_exported_function_never_unwinds_into_c() {
     for (f, c) in codes {
         assert_eq!(c, E::Panic.code(), "{f} with a panic inside");
         total += 1;
+    }
+    // the guard facade: NULL and PANIC as the last error, or the hook
+    {
+        use tstate_conformance::facade::Guard as GuardFacade;
+        use tstate_ffi_guard::*;
+        let ptr_calls: Vec<(&str, NullCheck)> = vec![
+            (
+                "tsg_guard_from_current",
+                Box::new(|| tsg_guard_from_current().is_null()),
+            ),
+            (
+                "tsg_guard_from_view",
+                Box::new(move || {
+                    tsg_guard_from_view(std::ptr::without_provenance_mut(1)).is_null()
+                }),
+            ),
+            (
+                "tsg_view_from_current",
+                Box::new(|| tsg_view_from_current().is_null()),
+            ),
+            (
+                "tsg_view_from_main",
+                Box::new(|| tsg_view_from_main().is_null()),
+            ),
+            (
+                "tsg_view_from_interpreter",
+                Box::new(move || tsg_view_from_interpreter(main).is_null()),
+            ),
+            (
+                "tsg_ensure",
+                Box::new(move || tsg_ensure(std::ptr::without_provenance_mut(1)).is_null()),
+            ),
+            (
+                "tsg_ensure_from_view",
+                Box::new(move || {
+                    tsg_ensure_from_view(std::ptr::without_provenance_mut(1)).is_null()
+                }),
+            ),
+        ];
+        for (f, call) in ptr_calls {
+            GuardFacade::inject_panics(1);
+            assert!(call(), "{f} with a panic inside returned a pointer");
+            assert_eq!(tsg_last_error(), E::Panic.code(), "{f} with a panic inside");
+            total += 1;
+        }
+        static GUARD_HOOKED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        extern "C" fn ghook(code: c_int, _: *const std::ffi::c_char) {
+            GUARD_HOOKED.store(code, std::sync::atomic::Ordering::SeqCst);
+        }
+        let prev = tsg_set_fatal_hook(Some(ghook));
+        let void_calls: Vec<(&str, VoidCall)> = vec![
+            (
+                "tsg_release",
+                Box::new(move || tsg_release(std::ptr::without_provenance_mut(1))),
+            ),
+            (
+                "tsg_guard_close",
+                Box::new(move || tsg_guard_close(std::ptr::without_provenance_mut(1))),
+            ),
+            (
+                "tsg_view_close",
+                Box::new(move || tsg_view_close(std::ptr::without_provenance_mut(1))),
+            ),
+        ];
+        for (f, call) in void_calls {
+            GUARD_HOOKED.store(0, std::sync::atomic::Ordering::SeqCst);
+            GuardFacade::inject_panics(1);
+            call();
+            assert_eq!(
+                GUARD_HOOKED.load(std::sync::atomic::Ordering::SeqCst),
+                E::Panic.code(),
+                "{f} with a panic inside"
+            );
+            total += 1;
+        }
+        tsg_set_fatal_hook(prev);
     }
     // the void release reports a panic through the fatal hook
     extern "C" fn hook(code: c_int, _: *const std::ffi::c_char) {

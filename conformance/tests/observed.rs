@@ -145,3 +145,51 @@ fn observed_scenarios_on_every_cpython() {
     }
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
+
+/// The fifteen scenarios through every facade once more, built with
+/// `-fsanitize=address,undefined` (leak detection off: CPython keeps its
+/// allocations until exit by design; every other report aborts the run,
+/// which then fails it), on CPython 3.11 (else the first version found),
+/// racy scenarios 3 times.
+#[test]
+fn observed_scenarios_through_the_facades_under_asan_and_ubsan() {
+    let found = pythons::find();
+    let Some(py) = found
+        .iter()
+        .find(|p| p.version == (3, 11))
+        .or(found.first())
+        .cloned()
+    else {
+        println!("no CPython 3.9-3.13 with a shared libpython found: skipped");
+        return;
+    };
+    let mut opts = observed::Options::new(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("observed-asan"),
+    );
+    opts.pythons = vec![py];
+    opts.sanitize = true;
+    opts.repeats = 3;
+    opts.designs = observed::DESIGNS
+        .iter()
+        .filter(|d| d.facade.is_some())
+        .map(|d| d.name.to_string())
+        .collect();
+    let report = observed::run_all(&opts);
+    println!("{}", observed::render_terminal(&report));
+    assert!(
+        report.build_failures.is_empty(),
+        "{}",
+        report.build_failures.join("\n")
+    );
+    let ran = report.results.len();
+    assert_eq!(
+        ran,
+        4 * observed::SCENARIOS.len(),
+        "every facade × scenario ran"
+    );
+    let bad: Vec<String> = observed::facade_failures(&report)
+        .iter()
+        .map(|r| format!("{} {}: {} — {}", r.design, r.scenario, r.cell(), r.detail()))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

@@ -141,6 +141,13 @@ pub trait Backend: Sized + Send + Sync + 'static {
         0
     }
 
+    /// Whether `ts` has backend state to free (CPython: a `PyThreadState`
+    /// was created for it). The model's thread states always count as
+    /// materialized, so freeing one walks the same gate path as on CPython.
+    fn is_materialized(_ts: &TState<Self>) -> bool {
+        true
+    }
+
     /// Whether creating an interpreter with `mode` is possible here
     /// (`Unsupported` otherwise).
     fn supports(&self, mode: LockMode) -> Result<()>;

@@ -79,12 +79,16 @@ pub fn inject_panics(n: u32) {
     INJECT_PANICS.store(n, Ordering::Relaxed);
 }
 
+/// The message of an injected panic (so that a harness can keep this
+/// expected noise off its output).
+pub const INJECTED_PANIC: &str = "tstate: injected panic";
+
 #[cold]
 fn maybe_injected_panic() {
     let mut n = INJECT_PANICS.load(Ordering::Relaxed);
     while n > 0 {
         match INJECT_PANICS.compare_exchange(n, n - 1, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => panic!("tstate: injected panic"),
+            Ok(_) => std::panic::panic_any(INJECTED_PANIC),
             Err(x) => n = x,
         }
     }

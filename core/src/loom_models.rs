@@ -66,7 +66,7 @@ impl Outcomes {
 fn ensure_races_finalize() {
     let seen = Arc::new(Outcomes::default());
     let s = seen.clone();
-    explore("ensure_races_finalize", 520, move || {
+    explore("ensure_races_finalize", 790, move || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let rt2 = rt.clone();
@@ -162,7 +162,7 @@ fn bounded_finalize_times_out_or_completes() {
 fn switch_races_finalization_of_the_other_interpreter() {
     explore(
         "switch_races_finalization_of_the_other_interpreter",
-        1_100,
+        1_750,
         || {
             let rt = Arc::new(Runtime::new());
             let a = rt.create_interpreter(LockMode::Own).unwrap();
@@ -242,7 +242,7 @@ fn mutual_exclusion_shared_lock_main_and_sub() {
 /// thread never blocks it), and the thread's state is freed.
 #[test]
 fn thread_exit_with_open_span_races_finalize() {
-    explore("thread_exit_with_open_span_races_finalize", 130, || {
+    explore("thread_exit_with_open_span_races_finalize", 250, || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let rt2 = rt.clone();
@@ -264,7 +264,7 @@ fn thread_exit_with_open_span_races_finalize() {
 /// interpreter — and an activation is refused or finished before it.
 #[test]
 fn new_thread_state_and_activate_race_finalize() {
-    explore("new_thread_state_and_activate_race_finalize", 270, || {
+    explore("new_thread_state_and_activate_race_finalize", 530, || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let (rt2, done) = (
@@ -303,7 +303,7 @@ fn new_thread_state_and_activate_race_finalize() {
 /// and its own span stack still unwinds afterwards.
 #[test]
 fn finalize_own_interpreter_from_a_nested_span() {
-    explore("finalize_own_interpreter_from_a_nested_span", 3_100, || {
+    explore("finalize_own_interpreter_from_a_nested_span", 4_300, || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let rt2 = rt.clone();
@@ -329,7 +329,7 @@ fn finalize_own_interpreter_from_a_nested_span() {
 /// after); it is counted finalized once.
 #[test]
 fn two_concurrent_finalizers() {
-    explore("two_concurrent_finalizers", 70, || {
+    explore("two_concurrent_finalizers", 170, || {
         let rt = Arc::new(Runtime::new());
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let rt2 = rt.clone();
@@ -353,7 +353,7 @@ fn two_concurrent_finalizers() {
 /// waited for or refused), main after; no work in either once gone.
 #[test]
 fn finalize_main_with_a_subinterpreter_in_use() {
-    explore("finalize_main_with_a_subinterpreter_in_use", 900, || {
+    explore("finalize_main_with_a_subinterpreter_in_use", 1_300, || {
         let rt = Arc::new(Runtime::new());
         let main = rt.main_interpreter().unwrap();
         let sub = rt.create_interpreter(LockMode::Own).unwrap();

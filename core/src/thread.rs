@@ -1381,7 +1381,7 @@ impl<B: Backend> RtCtx<B> {
         if t.is_deleted() || t.kind == TsKind::Borrowed {
             return;
         }
-        if B::raw(&t) == 0 {
+        if !B::is_materialized(&t) {
             return; // nothing of the backend's to free
         }
         let il = self.local(idx).il;

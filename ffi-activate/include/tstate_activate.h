@@ -109,7 +109,7 @@
 typedef struct TSA_ThreadState TSA_ThreadState;
 
 /**
- * One holder, as C sees it (see [`crate::Holder`]).
+ * One holder, as C sees it (see `Holder`).
  */
 typedef struct TSA_Holder {
   /**
@@ -228,7 +228,7 @@ extern "C" {
 /**
  * Creates a detached thread state of `interp`, owned by the caller and
  * bound to the calling OS thread, and writes it to `*ts`. Delete it with
- * [`tsa_delete`] on the same thread.
+ * `tsa_delete` on the same thread.
  *
  * Returns 0, or (nothing written): `TSA_ERR_INVALID_ARGUMENT` (`ts` NULL),
  * `TSA_ERR_FINALIZING`, `TSA_ERR_NO_SUCH_INTERPRETER`, `TSA_ERR_NO_MEMORY`,
@@ -241,7 +241,7 @@ int tsa_new(uint64_t interp, struct TSA_ThreadState **ts);
 
 /**
  * Attaches `ts` inside a new span: the span holds its interpreter open
- * until [`tsa_deactivate`]. Whatever was attached on this thread is
+ * until `tsa_deactivate`. Whatever was attached on this thread is
  * detached and re-attached by the deactivate.
  *
  * Thread: the one that created `ts`. Returns 0, or (nothing changed):
@@ -254,7 +254,7 @@ int tsa_new(uint64_t interp, struct TSA_ThreadState **ts);
 int tsa_activate(struct TSA_ThreadState *ts);
 
 /**
- * Ends the span of [`tsa_activate`]; `ts` must be the calling thread's
+ * Ends the span of `tsa_activate`; `ts` must be the calling thread's
  * innermost activation. Re-attaches what was attached before it.
  *
  * Returns 0, or (nothing changed): `TSA_ERR_INVALID_ARGUMENT`,

@@ -123,7 +123,7 @@ typedef struct TSE_Error {
 typedef void (*TSE_FatalHook)(int code, const char *message);
 
 /**
- * One holder, as C sees it (see [`crate::Holder`]).
+ * One holder, as C sees it (see `Holder`).
  */
 typedef struct TSE_Holder {
   /**
@@ -241,7 +241,7 @@ extern "C" {
 
 /**
  * Ensures the calling thread is attached to `interp`; undo with
- * [`tse_release`] on the same thread.
+ * `tse_release` on the same thread.
  *
  * Already attached to `interp`: counted (no lock, never refused). Holding
  * `interp` open through a detached thread state (after
@@ -253,7 +253,7 @@ extern "C" {
  * Returns 0, or -1 with `*errmsg` set to a static message (`errmsg` may be
  * NULL if the caller does not want it). The message says which of:
  * finalizing, no such interpreter (0, forged, gone), out of memory,
- * internal panic. For the code, use [`tse_ensure_ex`].
+ * internal panic. For the code, use `tse_ensure_ex`.
  *
  * Thread: any; the span belongs to the calling thread.
  *
@@ -263,7 +263,7 @@ extern "C" {
 int tse_ensure(uint64_t interp, const char **errmsg);
 
 /**
- * As [`tse_ensure`], in the `{ code, message }` style: returns 0, or the
+ * As `tse_ensure`, in the `{ code, message }` style: returns 0, or the
  * negative `TSE_ERR_*` code with `*err` filled (if `err` is not NULL):
  * `TSE_ERR_FINALIZING`, `TSE_ERR_NO_SUCH_INTERPRETER`, `TSE_ERR_NO_MEMORY`,
  * `TSE_ERR_PANIC`.

@@ -125,7 +125,7 @@ typedef struct TSG_View TSG_View;
 typedef void (*TSG_FatalHook)(int code, const char *message);
 
 /**
- * One holder, as C sees it (see [`crate::Holder`]).
+ * One holder, as C sees it (see `Holder`).
  */
 typedef struct TSG_Holder {
   /**
@@ -245,7 +245,7 @@ extern "C" {
  * A guard on the interpreter the calling thread is attached to.
  *
  * Thread: one attached to an interpreter. Returns the guard (close it
- * with [`tsg_guard_close`]), or NULL with [`tsg_last_error`] set to
+ * with `tsg_guard_close`), or NULL with `tsg_last_error` set to
  * `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_FINALIZING` (it started finalizing:
  * no new guards), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
  */
@@ -255,7 +255,7 @@ struct TSG_Guard *tsg_guard_from_current(void);
  * A guard on the interpreter `view` names. No thread state needed; any
  * thread.
  *
- * Returns the guard, or NULL with [`tsg_last_error`] set to
+ * Returns the guard, or NULL with `tsg_last_error` set to
  * `TSG_ERR_FINALIZING`, `TSG_ERR_NO_SUCH_INTERPRETER` (gone),
  * `TSG_ERR_INVALID_ARGUMENT` (NULL), `TSG_ERR_INVALID_HANDLE` (a closed or
  * forged view), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
@@ -275,8 +275,8 @@ void tsg_guard_close(struct TSG_Guard *guard);
 /**
  * A view of the interpreter the calling thread is attached to.
  *
- * Returns the view (close it with [`tsg_view_close`]), or NULL with
- * [`tsg_last_error`] set to `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_NO_MEMORY`,
+ * Returns the view (close it with `tsg_view_close`), or NULL with
+ * `tsg_last_error` set to `TSG_ERR_NOT_ATTACHED`, `TSG_ERR_NO_MEMORY`,
  * `TSG_ERR_PANIC`.
  */
 struct TSG_View *tsg_view_from_current(void);
@@ -284,7 +284,7 @@ struct TSG_View *tsg_view_from_current(void);
 /**
  * A view of the main interpreter. Any thread.
  *
- * Returns the view, or NULL with [`tsg_last_error`] set to
+ * Returns the view, or NULL with `tsg_last_error` set to
  * `TSG_ERR_NO_SUCH_INTERPRETER` (no main: finalized, or on CPython never
  * registered — call `tsg_initialize` at module init), `TSG_ERR_NO_MEMORY`,
  * `TSG_ERR_PANIC`.
@@ -297,7 +297,7 @@ struct TSG_View *tsg_view_from_main(void);
  * interpreter need not exist: the view is made, and turning it into a
  * guard fails with `TSG_ERR_NO_SUCH_INTERPRETER`. Any thread.
  *
- * Returns the view, or NULL with [`tsg_last_error`] set to
+ * Returns the view, or NULL with `tsg_last_error` set to
  * `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
  */
 struct TSG_View *tsg_view_from_interpreter(uint64_t interp);
@@ -316,22 +316,22 @@ void tsg_view_close(struct TSG_View *view);
  * counts it; else re-attaches this thread's thread state of it; else
  * creates one (freed by the matching release). Whatever was attached
  * before (another interpreter's thread state, or none) is what
- * [`tsg_release`] restores. Never refused for finalizing — the guard rules
+ * `tsg_release` restores. Never refused for finalizing — the guard rules
  * it out; closing the guard while the span is open makes the span a
  * daemon's (it does not keep the interpreter open).
  *
- * Returns the token, or NULL with [`tsg_last_error`] set to
+ * Returns the token, or NULL with `tsg_last_error` set to
  * `TSG_ERR_INVALID_ARGUMENT` (NULL), `TSG_ERR_INVALID_HANDLE` (a closed or
  * forged guard), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
  */
 struct TSG_Token *tsg_ensure(struct TSG_Guard *guard);
 
 /**
- * As [`tsg_ensure`], taking a guard from `view` (PEP 788's
+ * As `tsg_ensure`, taking a guard from `view` (PEP 788's
  * `PyThreadState_EnsureFromView`): the guard is kept until the matching
- * [`tsg_release`], so the interpreter cannot finalize in between.
+ * `tsg_release`, so the interpreter cannot finalize in between.
  *
- * Returns the token, or NULL with [`tsg_last_error`] set to
+ * Returns the token, or NULL with `tsg_last_error` set to
  * `TSG_ERR_FINALIZING`, `TSG_ERR_NO_SUCH_INTERPRETER`,
  * `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_INVALID_HANDLE`,
  * `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.

@@ -103,7 +103,7 @@
 #define TSH_LOCK_NONE 2
 
 /**
- * One holder, as C sees it (see [`crate::Holder`]).
+ * One holder, as C sees it (see `Holder`).
  */
 typedef struct TSH_Holder {
   /**
@@ -221,7 +221,7 @@ extern "C" {
 
 /**
  * Ensures the calling thread is attached to `interp` and returns the handle
- * of this span (`>= 0`), to pass to [`tsh_release`] on the same thread.
+ * of this span (`>= 0`), to pass to `tsh_release` on the same thread.
  *
  * Same rules as the thread-stored design: already attached to `interp` —
  * counted, never refused; holding `interp` open through a detached thread

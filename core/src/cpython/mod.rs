@@ -290,6 +290,10 @@ impl Backend for CPython {
         ts.data.ptr.load(Ordering::Relaxed)
     }
 
+    fn is_materialized(ts: &TState<Self>) -> bool {
+        Self::raw(ts) != 0
+    }
+
     fn supports(&self, mode: LockMode) -> Result<()> {
         match mode {
             LockMode::SharedWithMain => Ok(()),
