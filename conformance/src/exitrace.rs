@@ -339,27 +339,10 @@ pub fn sources() -> PathBuf {
     crate_dir().join("cpython")
 }
 
-/// The facade's static library, built by cargo with the running
-/// executable (a test binary in `target/<profile>/deps/`, or a binary in
-/// `target/<profile>/`): the newest of `deps/` and its parent (cargo
-/// refreshes a dependency's staticlib in `deps/` only; the copy beside
-/// `deps/` is from the last time the facade itself was built).
+/// The facade's static library, built on demand by `tstate-capi` with
+/// the running code's profile (`target/capi/<profile>/`).
 pub fn staticlib(facade: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let dir = exe
-        .parent()
-        .ok_or("executable has no directory")?
-        .to_path_buf();
-    let name = format!("libtstate_ffi_{facade}.a");
-    let mut c = vec![dir.join("deps").join(&name), dir.join(&name)];
-    if let Some(p) = dir.parent() {
-        c.push(p.join(&name));
-    }
-    c.into_iter()
-        .filter_map(|p| mtime(&p).map(|t| (t, p)))
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p)
-        .ok_or_else(|| format!("{name} not found next to {}", dir.display()))
+    tstate_capi::build(facade, tstate_capi::Profile::current()).map(|b| b.staticlib)
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

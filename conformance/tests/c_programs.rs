@@ -30,19 +30,15 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The facade's staticlib, built by cargo alongside this test (it is a
-/// dependency of this crate, and cargo builds every crate-type of it).
+/// The facade's C libraries, built on demand by `tstate-capi` (the facade
+/// crates are plain Rust libraries: cargo builds no C artifact for them).
+fn built(facade: &str) -> tstate_capi::Built {
+    tstate_capi::build(facade, tstate_capi::Profile::Dev).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The facade's staticlib.
 fn staticlib(facade: &str) -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let name = format!("libtstate_ffi_{facade}.a");
-    [deps.join(&name), deps.parent().unwrap().join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found next to {}", deps.display()))
+    built(facade).staticlib
 }
 
 /// Builds `conformance/c/<facade>.c` into `<name>` (+ `-asan`) in the
@@ -225,15 +221,9 @@ fn activate_c_programs_sanitized() {
     build_and_run_all("activate", true);
 }
 
-/// The facade's cdylib, built alongside its staticlib.
+/// The directory of the facade's cdylib (the same for every facade).
 fn cdylib_dir(facade: &str) -> PathBuf {
-    let a = staticlib(facade);
-    let dir = a.parent().unwrap().to_path_buf();
-    assert!(
-        dir.join(format!("libtstate_ffi_{facade}.so")).exists(),
-        "cdylib of {facade} not built"
-    );
-    dir
+    built(facade).cdylib.parent().unwrap().to_path_buf()
 }
 
 #[test]
@@ -283,10 +273,14 @@ fn python_config(flag: &str) -> Vec<String> {
 #[test]
 fn all_three_facades_and_libpython_link_into_one_process() {
     let ws = workspace();
-    let deps = cdylib_dir("ensure");
-    for f in ["handle", "activate"] {
-        assert_eq!(cdylib_dir(f), deps);
+    // installed as a user would (the run-time name is the SONAME, which
+    // only the install's symlinks provide)
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prefix-side-by-side");
+    let layout = tstate_capi::Layout::new(&prefix);
+    for f in ["ensure", "handle", "activate"] {
+        tstate_capi::install(&built(f), &layout).unwrap();
     }
+    let deps = layout.libdir;
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("side_by_side");
     let mut cmd = Command::new("gcc");
     cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror"])
