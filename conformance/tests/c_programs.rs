@@ -309,3 +309,45 @@ fn all_three_facades_and_libpython_link_into_one_process() {
     );
     run(&out, "side_by_side").unwrap();
 }
+
+/// One rule for runtimes, the same however the facades are linked: two
+/// facades in one program have a runtime each (ids that do not cross, spans
+/// and finalization that do not reach the other), linked statically (one
+/// copy of the core) and dynamically (two copies). Regression: linked
+/// statically they shared one runtime, and both ways they handed out the
+/// same ids (`two_facades.c:16: CHECK failed: me != mh`).
+#[test]
+fn two_facades_have_a_runtime_each_linked_statically_or_dynamically() {
+    let ws = workspace();
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = tmp.join("prefix-two-facades");
+    let layout = tstate_capi::Layout::new(&prefix);
+    for f in ["ensure", "handle"] {
+        tstate_capi::install(&built(f), &layout).unwrap();
+    }
+    let src = ws.join("conformance/c/two_facades.c");
+    for linking in ["static", "dynamic"] {
+        let out = tmp.join(format!("two_facades_{linking}"));
+        let mut cmd = Command::new("gcc");
+        cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(&layout.includedir)
+            .arg("-I")
+            .arg(ws.join("conformance/c"))
+            .arg(&src);
+        if linking == "static" {
+            cmd.arg(staticlib("ensure")).arg(staticlib("handle"));
+        } else {
+            cmd.arg(format!("-L{}", layout.libdir.display()))
+                .args(["-ltstate_ffi_ensure", "-ltstate_ffi_handle"])
+                .arg(format!("-Wl,-rpath,{}", layout.libdir.display()));
+        }
+        cmd.args(["-lpthread", "-ldl", "-lm", "-o"]).arg(&out);
+        let o = cmd.output().expect("gcc not runnable");
+        assert!(
+            o.status.success(),
+            "building two_facades.c ({linking}) failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        run(&out, "two_facades").unwrap_or_else(|e| panic!("{linking}: {e}"));
+    }
+}

@@ -4,7 +4,8 @@
 //! (main interpreter, create, finalize, save/restore, work, the attached
 //! check, messages, fault injection, diagnostics).
 //!
-//! All of them act on [`Runtime::global`], the process-wide runtime.
+//! All of them act on the calling facade's runtime ([`Facade`]): one per
+//! facade library, however it is linked.
 //!
 //! Conventions (documented in every header):
 //! * return `0` (or a documented non-negative value) on success, a negative
@@ -25,8 +26,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// The process-wide runtime every facade's C functions act on: one per
-/// process (and per loaded copy of the library).
+/// A facade's runtime: the one its C functions act on.
+///
+/// **One rule, however the libraries are linked:** each facade library has
+/// a runtime of its own (its own gate, spans and ids), statically linked or
+/// dynamically. The runtime lives in a `static` of the facade crate (see
+/// [`Facade`]), not in this crate, so two facades linked statically into one
+/// program (one copy of this crate) keep two runtimes, exactly as two shared
+/// libraries (two copies) do. Ids do not cross runtimes: every runtime's
+/// generations start at a random base, so an id of another facade answers
+/// `NoSuchInterpreter` (a chance of 2⁻³¹ per id that it names one of this
+/// runtime's, see [`crate::RuntimeOptions::first_generation`]). On CPython
+/// the runtimes share the interpreters, each with its own `atexit` gate.
 pub enum Global {
     /// The model (no libpython in the process, or `TSTATE_BACKEND=model`).
     Model(Runtime<Model>),
@@ -37,13 +48,12 @@ pub enum Global {
     Unavailable,
 }
 
-/// The process-wide runtime, chosen on first use: `TSTATE_BACKEND=model`
-/// or `=cpython` if set, else CPython when a libpython 3.9+ is loaded in
-/// the process (an extension module, an embedder), else the model.
-pub fn global() -> &'static Global {
-    static GLOBAL: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
-    GLOBAL.get_or_init(|| {
-        let cpython = || Runtime::<CPython>::global().map(Global::CPython);
+impl Global {
+    /// A new runtime, its backend chosen now: `TSTATE_BACKEND=model` or
+    /// `=cpython` if set, else CPython when a libpython 3.9+ is loaded in
+    /// the process (an extension module, an embedder), else the model.
+    pub fn choose() -> Global {
+        let cpython = || Runtime::<CPython>::for_this_process().map(Global::CPython);
         match std::env::var("TSTATE_BACKEND").as_deref() {
             Ok("model") => Global::Model(Runtime::new()),
             Ok("cpython") => cpython().unwrap_or(Global::Unavailable),
@@ -52,16 +62,39 @@ pub fn global() -> &'static Global {
             }
             _ => Global::Model(Runtime::new()),
         }
-    })
+    }
 }
 
-/// Runs `$body` with `$rt` bound to the process-wide runtime of whichever
+/// A facade: where its runtime lives. Each facade crate implements this on
+/// a type of its own, with the runtime in a `static` of that crate, chosen
+/// on first use ([`Global::choose`]):
+///
+/// ```
+/// use tstate_core::c_abi::{Facade, Global};
+/// struct MyFacade;
+/// impl Facade for MyFacade {
+///     fn global() -> &'static Global {
+///         static G: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
+///         G.get_or_init(Global::choose)
+///     }
+/// }
+/// let mut main = 0u64;
+/// // SAFETY: `main` is valid for writing.
+/// assert_eq!(unsafe { tstate_core::c_abi::main_interpreter::<MyFacade>(&mut main) }, 0);
+/// assert_ne!(main, 0);
+/// ```
+pub trait Facade {
+    /// The facade's runtime (created on first use, never dropped).
+    fn global() -> &'static Global;
+}
+
+/// Runs `$body` with `$rt` bound to facade `$f`'s runtime, whichever
 /// backend it is (the body is compiled once per backend); `Unavailable`
 /// gives `Err(Unsupported)`.
 #[macro_export]
 macro_rules! with_global {
-    ($rt:ident => $body:expr) => {
-        match $crate::c_abi::global() {
+    ($f:ty, $rt:ident => $body:expr) => {
+        match <$f as $crate::c_abi::Facade>::global() {
             $crate::c_abi::Global::Model($rt) => $body,
             $crate::c_abi::Global::CPython($rt) => $body,
             $crate::c_abi::Global::Unavailable => Err($crate::Error::Unsupported),
@@ -200,20 +233,20 @@ pub struct CHolder {
 }
 
 /// Body of `*_initialize(void)`.
-pub fn initialize() -> i32 {
-    boundary(|| with_global!(rt => rt.initialize().map(|_| 0)))
+pub fn initialize<F: Facade>() -> i32 {
+    boundary(|| with_global!(F, rt => rt.initialize().map(|_| 0)))
 }
 
 /// Body of `*_main_interpreter(uint64_t *out)`.
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn main_interpreter(out: *mut u64) -> i32 {
+pub unsafe fn main_interpreter<F: Facade>(out: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
         out_param(
             out,
-            || with_global!(rt => rt.main_interpreter().map(InterpreterId::as_raw)),
+            || with_global!(F, rt => rt.main_interpreter().map(InterpreterId::as_raw)),
         )
     }
 }
@@ -222,12 +255,12 @@ pub unsafe fn main_interpreter(out: *mut u64) -> i32 {
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn current_interpreter(out: *mut u64) -> i32 {
+pub unsafe fn current_interpreter<F: Facade>(out: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
         out_param(
             out,
-            || with_global!(rt => rt.current_interpreter().map(InterpreterId::as_raw)),
+            || with_global!(F, rt => rt.current_interpreter().map(InterpreterId::as_raw)),
         )
     }
 }
@@ -236,21 +269,21 @@ pub unsafe fn current_interpreter(out: *mut u64) -> i32 {
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn create_interpreter(mode: u32, out: *mut u64) -> i32 {
+pub unsafe fn create_interpreter<F: Facade>(mode: u32, out: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
         out_param(out, || {
             let mode = LockMode::from_raw(mode).ok_or(Error::InvalidArgument)?;
-            with_global!(rt => rt.create_interpreter(mode).map(InterpreterId::as_raw))
+            with_global!(F, rt => rt.create_interpreter(mode).map(InterpreterId::as_raw))
         })
     }
 }
 
 /// Body of `*_interpreter_state(uint64_t id)`: 0 running, 1 finalizing.
-pub fn interpreter_state(id: u64) -> i32 {
+pub fn interpreter_state<F: Facade>(id: u64) -> i32 {
     boundary(|| {
         Ok(
-            match with_global!(rt => rt.interpreter_state(InterpreterId::from_raw(id)))? {
+            match with_global!(F, rt => rt.interpreter_state(InterpreterId::from_raw(id)))? {
                 InterpreterState::Running => 0,
                 InterpreterState::Finalizing => 1,
             },
@@ -259,9 +292,9 @@ pub fn interpreter_state(id: u64) -> i32 {
 }
 
 /// Body of `*_finalize(uint64_t id, int64_t timeout_ms)`.
-pub fn finalize(id: u64, timeout_ms: i64) -> i32 {
+pub fn finalize<F: Facade>(id: u64, timeout_ms: i64) -> i32 {
     boundary(|| {
-        with_global!(rt => rt.finalize(InterpreterId::from_raw(id), timeout(timeout_ms)).map_err(|e| e.error))?;
+        with_global!(F, rt => rt.finalize(InterpreterId::from_raw(id), timeout(timeout_ms)).map_err(|e| e.error))?;
         Ok(0)
     })
 }
@@ -274,7 +307,7 @@ pub fn finalize(id: u64, timeout_ms: i64) -> i32 {
 /// # Safety
 /// `buf`: valid for `cap` writes (or NULL with `cap == 0`); `count`: NULL or
 /// valid for a write.
-pub unsafe fn finalize_report(
+pub unsafe fn finalize_report<F: Facade>(
     id: u64,
     timeout_ms: i64,
     buf: *mut CHolder,
@@ -286,7 +319,7 @@ pub unsafe fn finalize_report(
         if cap > 0 {
             non_null(buf)?;
         }
-        let r = with_global!(rt => Ok::<_, Error>(rt.finalize(InterpreterId::from_raw(id), timeout(timeout_ms))))?;
+        let r = with_global!(F, rt => Ok::<_, Error>(rt.finalize(InterpreterId::from_raw(id), timeout(timeout_ms))))?;
         let holders = match &r {
             Err(e) => e.holders.as_slice(),
             Ok(()) => &[],
@@ -327,9 +360,9 @@ unsafe fn write_holders(
 }
 
 /// Body of `*_finalize_all(int64_t timeout_ms)`.
-pub fn finalize_all(timeout_ms: i64) -> i32 {
+pub fn finalize_all<F: Facade>(timeout_ms: i64) -> i32 {
     boundary(|| {
-        with_global!(rt => rt.finalize_all(timeout(timeout_ms)).map_err(|e| e.error))?;
+        with_global!(F, rt => rt.finalize_all(timeout(timeout_ms)).map_err(|e| e.error))?;
         Ok(0)
     })
 }
@@ -341,13 +374,13 @@ pub fn finalize_all(timeout_ms: i64) -> i32 {
 /// # Safety
 /// `buf`: valid for `cap` writes (or NULL with `cap == 0`); `count`: NULL or
 /// valid for a write.
-pub unsafe fn holders(id: u64, buf: *mut CHolder, cap: usize, count: *mut usize) -> i32 {
+pub unsafe fn holders<F: Facade>(id: u64, buf: *mut CHolder, cap: usize, count: *mut usize) -> i32 {
     boundary(|| {
         non_null(count)?;
         if cap > 0 {
             non_null(buf)?;
         }
-        let hs = with_global!(rt => rt.holders(InterpreterId::from_raw(id)))?;
+        let hs = with_global!(F, rt => rt.holders(InterpreterId::from_raw(id)))?;
         // SAFETY: caller's contract.
         unsafe { write_holders(&hs, buf, cap, count) }?;
         Ok(0)
@@ -358,20 +391,20 @@ pub unsafe fn holders(id: u64, buf: *mut CHolder, cap: usize, count: *mut usize)
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn save_thread(out: *mut u64) -> i32 {
+pub unsafe fn save_thread<F: Facade>(out: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
         out_param(
             out,
-            || with_global!(rt => rt.save().map(ThreadStateId::as_raw)),
+            || with_global!(F, rt => rt.save().map(ThreadStateId::as_raw)),
         )
     }
 }
 
 /// Body of `*_restore_thread(uint64_t ts)`.
-pub fn restore_thread(ts: u64) -> i32 {
+pub fn restore_thread<F: Facade>(ts: u64) -> i32 {
     boundary(|| {
-        with_global!(rt => rt.restore(ThreadStateId::from_raw(ts)))?;
+        with_global!(F, rt => rt.restore(ThreadStateId::from_raw(ts)))?;
         Ok(0)
     })
 }
@@ -380,9 +413,9 @@ pub fn restore_thread(ts: u64) -> i32 {
 ///
 /// # Safety
 /// `value`: NULL or valid for a write.
-pub unsafe fn work(id: u64, value: *mut u64) -> i32 {
+pub unsafe fn work<F: Facade>(id: u64, value: *mut u64) -> i32 {
     boundary(|| {
-        let v = with_global!(rt => rt.work(InterpreterId::from_raw(id)))?;
+        let v = with_global!(F, rt => rt.work(InterpreterId::from_raw(id)))?;
         if !value.is_null() {
             // SAFETY: non-NULL; validity is the caller's contract.
             unsafe { value.write(v) };
@@ -395,21 +428,21 @@ pub unsafe fn work(id: u64, value: *mut u64) -> i32 {
 ///
 /// # Safety
 /// `value`: NULL or valid for a write.
-pub unsafe fn work_count(id: u64, value: *mut u64) -> i32 {
+pub unsafe fn work_count<F: Facade>(id: u64, value: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
         out_param(
             value,
-            || with_global!(rt => rt.work_count(InterpreterId::from_raw(id))),
+            || with_global!(F, rt => rt.work_count(InterpreterId::from_raw(id))),
         )
     }
 }
 
 /// Body of `*_is_attached(uint64_t id)`: 1 or 0 (never an error).
-pub fn is_attached(id: u64) -> i32 {
+pub fn is_attached<F: Facade>(id: u64) -> i32 {
     boundary_or(0, || {
         i32::from(
-            with_global!(rt => Ok::<_, Error>(rt.is_attached(InterpreterId::from_raw(id))))
+            with_global!(F, rt => Ok::<_, Error>(rt.is_attached(InterpreterId::from_raw(id))))
                 .unwrap_or(false),
         )
     })
@@ -421,21 +454,23 @@ pub fn is_attached(id: u64) -> i32 {
 ///
 /// # Safety
 /// Each pointer: NULL or valid for a write.
-pub unsafe fn current(ts: *mut u64, interp: *mut u64) -> i32 {
-    boundary(|| match with_global!(rt => Ok::<_, Error>(rt.current()))? {
-        None => Ok(0),
-        Some((t, i)) => {
-            if !ts.is_null() {
-                // SAFETY: non-NULL; validity is the caller's contract.
-                unsafe { ts.write(t.as_raw()) };
+pub unsafe fn current<F: Facade>(ts: *mut u64, interp: *mut u64) -> i32 {
+    boundary(
+        || match with_global!(F, rt => Ok::<_, Error>(rt.current()))? {
+            None => Ok(0),
+            Some((t, i)) => {
+                if !ts.is_null() {
+                    // SAFETY: non-NULL; validity is the caller's contract.
+                    unsafe { ts.write(t.as_raw()) };
+                }
+                if !interp.is_null() {
+                    // SAFETY: non-NULL; validity is the caller's contract.
+                    unsafe { interp.write(i.as_raw()) };
+                }
+                Ok(1)
             }
-            if !interp.is_null() {
-                // SAFETY: non-NULL; validity is the caller's contract.
-                unsafe { interp.write(i.as_raw()) };
-            }
-            Ok(1)
-        }
-    })
+        },
+    )
 }
 
 /// Body of `*_error_message(int code)`: a static NUL-terminated string for
@@ -445,23 +480,23 @@ pub fn error_message(code: i32) -> *const c_char {
 }
 
 /// Body of `*_scratch_set(uint64_t v)`.
-pub fn scratch_set(v: u64) -> i32 {
-    boundary(|| with_global!(rt => rt.set_scratch(v)).map(|()| 0))
+pub fn scratch_set<F: Facade>(v: u64) -> i32 {
+    boundary(|| with_global!(F, rt => rt.set_scratch(v)).map(|()| 0))
 }
 
 /// Body of `*_scratch_get(uint64_t *v)`.
 ///
 /// # Safety
 /// `v`: NULL or valid for a write.
-pub unsafe fn scratch_get(v: *mut u64) -> i32 {
+pub unsafe fn scratch_get<F: Facade>(v: *mut u64) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(v, || with_global!(rt => rt.scratch())) }
+    unsafe { out_param(v, || with_global!(F, rt => rt.scratch())) }
 }
 
 /// Body of `*_fail_allocations(uint32_t skip, uint32_t fail)`.
-pub fn fail_allocations(skip: u32, fail: u32) {
+pub fn fail_allocations<F: Facade>(skip: u32, fail: u32) {
     boundary_or((), || {
-        let _ = with_global!(rt => {
+        let _ = with_global!(F, rt => {
             rt.fail_allocations(skip, fail);
             Ok::<_, Error>(())
         });
@@ -472,9 +507,9 @@ pub fn fail_allocations(skip: u32, fail: u32) {
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn diagnostics(out: *mut Diagnostics) -> i32 {
+pub unsafe fn diagnostics<F: Facade>(out: *mut Diagnostics) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { out_param(out, || with_global!(rt => Ok(rt.diagnostics()))) }
+    unsafe { out_param(out, || with_global!(F, rt => Ok(rt.diagnostics()))) }
 }
 
 /// Which backend a facade runs on, and with which CPython (C layout).
@@ -496,11 +531,11 @@ pub struct CBackendInfo {
 ///
 /// # Safety
 /// `out`: NULL or valid for a write.
-pub unsafe fn backend_info(out: *mut CBackendInfo) -> i32 {
+pub unsafe fn backend_info<F: Facade>(out: *mut CBackendInfo) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
         out_param(out, || {
-            with_global!(rt => {
+            with_global!(F, rt => {
                 let (python_major, python_minor) = match rt.backend_kind() {
                     BackendKind::Model => (0, 0),
                     BackendKind::CPython => crate::c_abi::python_version(),
@@ -518,15 +553,15 @@ pub unsafe fn backend_info(out: *mut CBackendInfo) -> i32 {
 }
 
 fn python_version() -> (u32, u32) {
-    Runtime::<CPython>::global().map_or((0, 0), |r| r.python_version())
+    crate::cpython::ffi::api().map_or((0, 0), |a| a.version)
 }
 
 /// Body of `*_set_exit_bound(int64_t ms)`: the bound on the wait of a
 /// finalization CPython starts (negative: the default, 5,000 ms). The model
 /// has no such finalization: accepted, no effect.
-pub fn set_exit_bound(ms: i64) -> i32 {
+pub fn set_exit_bound<F: Facade>(ms: i64) -> i32 {
     boundary(|| {
-        if let Global::CPython(rt) = global() {
+        if let Global::CPython(rt) = F::global() {
             rt.set_exit_bound(Duration::from_millis(u64::try_from(ms).unwrap_or(5_000)));
         }
         Ok(0)

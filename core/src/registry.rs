@@ -66,16 +66,40 @@ pub struct Registry<B: Backend> {
     pub(crate) counters: Counters,
 }
 
+/// A random first generation in `1..=2³¹` for a runtime's arenas, so that
+/// two runtimes in one process (two facades) hand out different ids: an id
+/// of one names an object of the other only if that slot happens to be at
+/// the same generation (a chance of 2⁻³¹). A slot still serves at least 2³¹
+/// reuses before it is retired. Under loom: 1 (executions stay comparable).
+fn random_generation_base() -> u32 {
+    #[cfg(loom)]
+    {
+        1
+    }
+    #[cfg(not(loom))]
+    {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState: keys from the OS, distinct per call
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(&h as *const _ as usize);
+        (h.finish() % (1 << 31)) as u32 + 1
+    }
+}
+
 impl<B: Backend> Registry<B> {
     pub(crate) fn new(backend: B, options: RuntimeOptions) -> Self {
+        let first = match options.first_generation {
+            0 => random_generation_base(),
+            g => g,
+        };
         Self {
             backend,
             options,
-            interps: Mutex::new(Arena::new(options.first_generation)),
+            interps: Mutex::new(Arena::new(first)),
             main: Mutex::new(None),
-            tstates: Mutex::new(Arena::new(options.first_generation)),
-            guards: Mutex::new(Arena::new(options.first_generation)),
-            views: Mutex::new(Arena::new(options.first_generation)),
+            tstates: Mutex::new(Arena::new(first)),
+            guards: Mutex::new(Arena::new(first)),
+            views: Mutex::new(Arena::new(first)),
             faults: AtomicU64::new(0),
             closed: AtomicU8::new(0),
             exit_bound_ms: AtomicU64::new(5_000),

@@ -606,24 +606,43 @@ impl<B: Backend> Runtime<B> {
     }
 }
 
+/// The CPython runtimes made in this process by this copy of the library
+/// (leaked: CPython's hooks refer to them until the process ends).
+#[cfg(not(loom))]
+static CPYTHON_RUNTIMES: parking_lot::Mutex<Vec<&'static Runtime<CPython>>> =
+    parking_lot::Mutex::new(Vec::new());
+
 #[cfg(not(loom))]
 impl Runtime<CPython> {
-    /// The process's CPython runtime (created on first use; `Unsupported`
-    /// when no libpython 3.9+ is loaded in this process). There is only
-    /// this one: CPython is one per process.
-    pub fn global() -> Result<&'static Runtime<CPython>> {
-        static GLOBAL: std::sync::OnceLock<Option<Runtime<CPython>>> = std::sync::OnceLock::new();
-        GLOBAL
-            .get_or_init(|| {
-                let b = CPython::new().ok()?;
-                let rt = Runtime {
-                    reg: Arc::new(Registry::new(b, RuntimeOptions::default())),
-                };
-                crate::fork::register(&rt.reg);
-                Some(rt)
-            })
-            .as_ref()
-            .ok_or(Error::Unsupported)
+    /// A new runtime on the process's CPython (`Unsupported` when no
+    /// libpython 3.9+ is loaded in this process). It lives for the rest of
+    /// the process (CPython's hooks refer to it), so make one and keep it:
+    /// a facade makes its own, once ([`crate::c_abi::Facade`]). Several may
+    /// coexist, one per facade library: each registers its own hooks (its
+    /// `atexit` gate) on the interpreters it meets, and none sees the
+    /// others' spans or ids.
+    pub fn for_this_process() -> Result<&'static Runtime<CPython>> {
+        let b = CPython::new()?;
+        let rt: &'static Runtime<CPython> = Box::leak(Box::new(Runtime {
+            reg: Arc::new(Registry::new(b, RuntimeOptions::default())),
+        }));
+        crate::fork::register(&rt.reg);
+        CPYTHON_RUNTIMES.lock().push(rt);
+        Ok(rt)
+    }
+
+    /// The runtime whose registry is `reg`.
+    pub(crate) fn of(reg: &Arc<Registry<CPython>>) -> Option<&'static Runtime<CPython>> {
+        CPYTHON_RUNTIMES
+            .lock()
+            .iter()
+            .copied()
+            .find(|r| Arc::ptr_eq(&r.reg, reg))
+    }
+
+    /// Every CPython runtime of this copy of the library.
+    pub(crate) fn all() -> Vec<&'static Runtime<CPython>> {
+        CPYTHON_RUNTIMES.lock().clone()
     }
 
     fn api(&self) -> &'static crate::cpython::ffi::Api {

@@ -231,9 +231,13 @@ pub struct RuntimeOptions {
     /// release (the CPython backend always deletes subinterpreters' ones:
     /// see `docs/cpython-backend.md`).
     pub reuse: ReusePolicy,
-    /// Generation of every registry slot's first id (a test hook: a value
-    /// near `u32::MAX` reaches the point where a slot is retired at once).
-    /// 0 or 1: normal.
+    /// Generation of every registry slot's first id. 0 (the default): a
+    /// random base in `1..=2³¹`, so that two runtimes in one process (two
+    /// facades) hand out different ids, and an id of one is refused by the
+    /// other (`NoSuchInterpreter`, `InvalidHandle`) but with a chance of
+    /// 2⁻³¹; a slot still serves at least 2³¹ reuses before it is retired.
+    /// A fixed value is a test hook (near `u32::MAX` reaches the point where
+    /// a slot is retired at once).
     pub first_generation: u32,
 }
 
@@ -242,7 +246,7 @@ impl Default for RuntimeOptions {
         Self {
             main_lock: LockMode::Own,
             reuse: ReusePolicy::KeepAndReset,
-            first_generation: 1,
+            first_generation: 0,
         }
     }
 }

@@ -69,7 +69,7 @@ pub unsafe extern "C" fn tsa_new(interp: u64, ts: *mut *mut ThreadState) -> c_in
     // SAFETY: forwarded contract.
     unsafe {
         c_abi::out_param(ts, || {
-            let id = with_global!(rt => rt.new_thread_state(InterpreterId::from_raw(interp)))?;
+            let id = with_global!(ThisFacade, rt => rt.new_thread_state(InterpreterId::from_raw(interp)))?;
             Ok(to_ptr(id))
         })
     }
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn tsa_new(interp: u64, ts: *mut *mut ThreadState) -> c_in
 pub extern "C" fn tsa_activate(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| {
         let ts = from_ptr(ts)?;
-        with_global!(rt => rt.activate(ts)).map(|()| 0)
+        with_global!(ThisFacade, rt => rt.activate(ts)).map(|()| 0)
     })
 }
 
@@ -105,7 +105,7 @@ pub extern "C" fn tsa_activate(ts: *mut ThreadState) -> c_int {
 pub extern "C" fn tsa_deactivate(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| {
         let ts = from_ptr(ts)?;
-        with_global!(rt => rt.deactivate(ts)).map(|()| 0)
+        with_global!(ThisFacade, rt => rt.deactivate(ts)).map(|()| 0)
     })
 }
 
@@ -123,7 +123,7 @@ pub extern "C" fn tsa_deactivate(ts: *mut ThreadState) -> c_int {
 pub extern "C" fn tsa_delete(ts: *mut ThreadState) -> c_int {
     c_abi::boundary(|| {
         let ts = from_ptr(ts)?;
-        with_global!(rt => rt.delete_thread_state(ts)).map(|()| 0)
+        with_global!(ThisFacade, rt => rt.delete_thread_state(ts)).map(|()| 0)
     })
 }
 
@@ -138,7 +138,7 @@ pub extern "C" fn tsa_delete(ts: *mut ThreadState) -> c_int {
 pub unsafe extern "C" fn tsa_get(ts: *mut *mut ThreadState) -> c_int {
     c_abi::boundary(|| {
         c_abi::non_null(ts)?;
-        let cur = with_global!(rt => Ok::<_, Error>(rt.current()))?;
+        let cur = with_global!(ThisFacade, rt => Ok::<_, Error>(rt.current()))?;
         let p = cur.map_or(std::ptr::null_mut(), |(t, _)| to_ptr(t));
         // SAFETY: caller's contract.
         unsafe { c_abi::put(ts, p) }?;

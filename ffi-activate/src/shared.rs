@@ -2,16 +2,29 @@
 //! prefix. GENERATED from `conformance/templates/shared_abi.rs.in` — do not
 //! edit; regenerate with `TSTATE_BLESS=1 cargo test -p tstate-conformance --test generated`.
 //!
-//! Every function: acts on the process-wide runtime (the model, or real
+//! Every function: acts on this facade's runtime (the model, or real
 //! CPython when a libpython is loaded in the process: see
-//! `tsa_backend_info`); may be called from any thread (acting on the
+//! `tsa_backend_info`), its own whether the library is linked statically
+//! or dynamically ([`ThisFacade`]); may be called from any thread (acting on the
 //! calling thread's attach state where it says so); never lets a panic
 //! cross the ABI (`TSA_ERR_PANIC`); refuses a NULL required pointer with
 //! `TSA_ERR_INVALID_ARGUMENT`; writes out-parameters only on success.
 
 use std::ffi::{c_char, c_int};
 use tstate_core::Diagnostics;
-use tstate_core::c_abi::{self, CBackendInfo, CHolder};
+use tstate_core::c_abi::{self, CBackendInfo, CHolder, Facade, Global};
+
+/// This facade's runtime: a `static` of this crate, so each facade library
+/// has its own (its own gate, spans and ids), linked statically or
+/// dynamically; chosen on first use (`Global::choose`).
+pub struct ThisFacade;
+
+impl Facade for ThisFacade {
+    fn global() -> &'static Global {
+        static GLOBAL: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(Global::choose)
+    }
+}
 
 /// Out of memory, or an allocation made to fail by fault injection. Nothing
 /// was half-created; retrying can succeed.
@@ -73,7 +86,7 @@ pub const LOCK_NONE: u32 = 2;
 /// `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_initialize() -> c_int {
-    c_abi::initialize()
+    c_abi::initialize::<ThisFacade>()
 }
 
 /// Writes the main interpreter's id to `*out`. Never creates an
@@ -92,7 +105,7 @@ pub extern "C" fn tsa_initialize() -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_main_interpreter(out: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::main_interpreter(out) }
+    unsafe { c_abi::main_interpreter::<ThisFacade>(out) }
 }
 
 /// Writes the id of the interpreter the calling thread is attached to now.
@@ -108,7 +121,7 @@ pub unsafe extern "C" fn tsa_main_interpreter(out: *mut u64) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_current_interpreter(out: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::current_interpreter(out) }
+    unsafe { c_abi::current_interpreter::<ThisFacade>(out) }
 }
 
 /// Creates a subinterpreter with `lock_mode` (`TSA_LOCK_*`) and writes its
@@ -129,7 +142,7 @@ pub unsafe extern "C" fn tsa_current_interpreter(out: *mut u64) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_create_interpreter(lock_mode: u32, out: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::create_interpreter(lock_mode, out) }
+    unsafe { c_abi::create_interpreter::<ThisFacade>(lock_mode, out) }
 }
 
 /// Returns 0 if `interp` is running, 1 if it is finalizing, or
@@ -138,7 +151,7 @@ pub unsafe extern "C" fn tsa_create_interpreter(lock_mode: u32, out: *mut u64) -
 /// Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_interpreter_state(interp: u64) -> c_int {
-    c_abi::interpreter_state(interp)
+    c_abi::interpreter_state::<ThisFacade>(interp)
 }
 
 /// Finalizes `interp`: refuses new spans at once, waits (sleeping) until no
@@ -160,7 +173,7 @@ pub extern "C" fn tsa_interpreter_state(interp: u64) -> c_int {
 /// (another thread is finalizing it), `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_finalize(interp: u64, timeout_ms: i64) -> c_int {
-    c_abi::finalize(interp, timeout_ms)
+    c_abi::finalize::<ThisFacade>(interp, timeout_ms)
 }
 
 /// As `tsa_finalize`; when it returns `TSA_ERR_TIMEOUT`, writes up to
@@ -184,14 +197,14 @@ pub unsafe extern "C" fn tsa_finalize_report(
     count: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::finalize_report(interp, timeout_ms, buf, cap, count) }
+    unsafe { c_abi::finalize_report::<ThisFacade>(interp, timeout_ms, buf, cap, count) }
 }
 
 /// Finalizes the whole runtime (every subinterpreter, then main), like
 /// `Py_FinalizeEx`. Returns as `tsa_finalize`; 0 if there was no main.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_finalize_all(timeout_ms: i64) -> c_int {
-    c_abi::finalize_all(timeout_ms)
+    c_abi::finalize_all::<ThisFacade>(timeout_ms)
 }
 
 /// Lists the threads holding `interp` open: writes up to `cap` entries to
@@ -212,7 +225,7 @@ pub unsafe extern "C" fn tsa_holders(
     count: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::holders(interp, buf, cap, count) }
+    unsafe { c_abi::holders::<ThisFacade>(interp, buf, cap, count) }
 }
 
 /// `PyEval_SaveThread` / `Py_BEGIN_ALLOW_THREADS`: detaches the calling
@@ -228,7 +241,7 @@ pub unsafe extern "C" fn tsa_holders(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_save_thread(ts: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::save_thread(ts) }
+    unsafe { c_abi::save_thread::<ThisFacade>(ts) }
 }
 
 /// `PyEval_RestoreThread` / `Py_END_ALLOW_THREADS`: re-attaches `ts`, which
@@ -243,7 +256,7 @@ pub unsafe extern "C" fn tsa_save_thread(ts: *mut u64) -> c_int {
 /// thread finalized it meanwhile), `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_restore_thread(ts: u64) -> c_int {
-    c_abi::restore_thread(ts)
+    c_abi::restore_thread::<ThisFacade>(ts)
 }
 
 /// "Python work" on `interp`: legal only while the calling thread is
@@ -259,7 +272,7 @@ pub extern "C" fn tsa_restore_thread(ts: u64) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_work(interp: u64, value: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::work(interp, value) }
+    unsafe { c_abi::work::<ThisFacade>(interp, value) }
 }
 
 /// Writes `interp`'s work counter to `*value`. Thread: any.
@@ -271,14 +284,14 @@ pub unsafe extern "C" fn tsa_work(interp: u64, value: *mut u64) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_work_count(interp: u64, value: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::work_count(interp, value) }
+    unsafe { c_abi::work_count::<ThisFacade>(interp, value) }
 }
 
 /// 1 if the calling thread is attached to `interp`, else 0 (never an
 /// error; exact per interpreter, unlike `PyGILState_Check`).
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_is_attached(interp: u64) -> c_int {
-    c_abi::is_attached(interp)
+    c_abi::is_attached::<ThisFacade>(interp)
 }
 
 /// Returns 1 and writes the calling thread's attached thread state and its
@@ -289,7 +302,7 @@ pub extern "C" fn tsa_is_attached(interp: u64) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_current(ts: *mut u64, interp: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::current(ts, interp) }
+    unsafe { c_abi::current::<ThisFacade>(ts, interp) }
 }
 
 /// The static message of `code` (any `int`; 0 gives "success", unknown
@@ -305,7 +318,7 @@ pub extern "C" fn tsa_error_message(code: c_int) -> *const c_char {
 /// top-level spans. Returns 0, `TSA_ERR_NOT_ATTACHED`, `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_scratch_set(value: u64) -> c_int {
-    c_abi::scratch_set(value)
+    c_abi::scratch_set::<ThisFacade>(value)
 }
 
 /// Test hook: writes the attached thread state's scratch value to `*value`.
@@ -317,7 +330,7 @@ pub extern "C" fn tsa_scratch_set(value: u64) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_scratch_get(value: *mut u64) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::scratch_get(value) }
+    unsafe { c_abi::scratch_get::<ThisFacade>(value) }
 }
 
 /// Test hook: lets the next `skip` allocations (thread states, interpreters,
@@ -326,7 +339,7 @@ pub unsafe extern "C" fn tsa_scratch_get(value: *mut u64) -> c_int {
 /// Process-wide.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_fail_allocations(skip: u32, fail: u32) {
-    c_abi::fail_allocations(skip, fail);
+    c_abi::fail_allocations::<ThisFacade>(skip, fail);
 }
 
 /// Test hook: makes the next `n` exported calls (of any facade linked into
@@ -345,7 +358,7 @@ pub extern "C" fn tsa_inject_panics(n: u32) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_diagnostics(out: *mut Diagnostics) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::diagnostics(out) }
+    unsafe { c_abi::diagnostics::<ThisFacade>(out) }
 }
 
 /// Writes which backend this library runs on to `*out`: the model, or
@@ -363,7 +376,7 @@ pub unsafe extern "C" fn tsa_diagnostics(out: *mut Diagnostics) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsa_backend_info(out: *mut CBackendInfo) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { c_abi::backend_info(out) }
+    unsafe { c_abi::backend_info::<ThisFacade>(out) }
 }
 
 /// Sets the bound, in milliseconds, on how long a finalization that
@@ -375,7 +388,7 @@ pub unsafe extern "C" fn tsa_backend_info(out: *mut CBackendInfo) -> c_int {
 /// Thread: any. Returns 0, `TSA_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsa_set_exit_bound(ms: i64) -> c_int {
-    c_abi::set_exit_bound(ms)
+    c_abi::set_exit_bound::<ThisFacade>(ms)
 }
 
 /// This facade's shared functions as a table, for Rust drivers that call

@@ -47,7 +47,9 @@ pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
 static FATAL: FatalHookCell = FatalHookCell::new("tse_release");
 
 fn ensure_code(interp: u64) -> c_int {
-    c_abi::boundary(|| with_global!(rt => rt.ensure(InterpreterId::from_raw(interp))).map(|_| 0))
+    c_abi::boundary(|| {
+        with_global!(ThisFacade, rt => rt.ensure(InterpreterId::from_raw(interp))).map(|_| 0)
+    })
 }
 
 /// Ensures the calling thread is attached to `interp`; undo with
@@ -112,7 +114,7 @@ pub unsafe extern "C" fn tse_ensure_ex(interp: u64, err: *mut EnsureError) -> c_
 /// and aborts. A hook that returns makes this call a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn tse_release() {
-    let r = c_abi::boundary(|| with_global!(rt => rt.release()).map(|()| 0));
+    let r = c_abi::boundary(|| with_global!(ThisFacade, rt => rt.release()).map(|()| 0));
     if r < 0 {
         FATAL.report(Error::from_code(r).unwrap_or(Error::Panic));
     }

@@ -120,7 +120,7 @@ fn raw<T>(p: *mut T) -> Result<u64, Error> {
 /// no new guards), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_guard_from_current() -> *mut Guard {
-    pointer(|| with_global!(rt => rt.guard_from_current()).map(GuardId::as_raw))
+    pointer(|| with_global!(ThisFacade, rt => rt.guard_from_current()).map(GuardId::as_raw))
 }
 
 /// A guard on the interpreter `view` names. No thread state needed; any
@@ -134,7 +134,7 @@ pub extern "C" fn tsg_guard_from_current() -> *mut Guard {
 pub extern "C" fn tsg_guard_from_view(view: *mut View) -> *mut Guard {
     pointer(|| {
         let v = ViewId::from_raw(raw(view)?);
-        with_global!(rt => rt.guard_from_view(v)).map(GuardId::as_raw)
+        with_global!(ThisFacade, rt => rt.guard_from_view(v)).map(GuardId::as_raw)
     })
 }
 
@@ -150,7 +150,9 @@ pub extern "C" fn tsg_guard_close(guard: *mut Guard) {
         set_last(0);
         return;
     }
-    void(|| with_global!(rt => rt.close_guard(GuardId::from_raw(guard as usize as u64))))
+    void(
+        || with_global!(ThisFacade, rt => rt.close_guard(GuardId::from_raw(guard as usize as u64))),
+    )
 }
 
 /// A view of the interpreter the calling thread is attached to.
@@ -160,7 +162,7 @@ pub extern "C" fn tsg_guard_close(guard: *mut Guard) {
 /// `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_view_from_current() -> *mut View {
-    pointer(|| with_global!(rt => rt.view_from_current()).map(ViewId::as_raw))
+    pointer(|| with_global!(ThisFacade, rt => rt.view_from_current()).map(ViewId::as_raw))
 }
 
 /// A view of the main interpreter. Any thread.
@@ -173,8 +175,8 @@ pub extern "C" fn tsg_view_from_current() -> *mut View {
 pub extern "C" fn tsg_view_from_main() -> *mut View {
     pointer(|| {
         // naming main registers it on CPython when the caller is attached
-        let _ = with_global!(rt => rt.main_interpreter());
-        with_global!(rt => rt.view_from_main()).map(ViewId::as_raw)
+        let _ = with_global!(ThisFacade, rt => rt.main_interpreter());
+        with_global!(ThisFacade, rt => rt.view_from_main()).map(ViewId::as_raw)
     })
 }
 
@@ -187,7 +189,10 @@ pub extern "C" fn tsg_view_from_main() -> *mut View {
 /// `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_view_from_interpreter(interp: u64) -> *mut View {
-    pointer(|| with_global!(rt => rt.view_for(InterpreterId::from_raw(interp))).map(ViewId::as_raw))
+    pointer(|| {
+        with_global!(ThisFacade, rt => rt.view_for(InterpreterId::from_raw(interp)))
+            .map(ViewId::as_raw)
+    })
 }
 
 /// Closes `view`; it is invalid afterwards. NULL is a no-op. Any thread.
@@ -200,7 +205,7 @@ pub extern "C" fn tsg_view_close(view: *mut View) {
         set_last(0);
         return;
     }
-    void(|| with_global!(rt => rt.close_view(ViewId::from_raw(view as usize as u64))))
+    void(|| with_global!(ThisFacade, rt => rt.close_view(ViewId::from_raw(view as usize as u64))))
 }
 
 /// Attaches the calling thread to `guard`'s interpreter, as PEP 788's
@@ -219,7 +224,7 @@ pub extern "C" fn tsg_view_close(view: *mut View) {
 pub extern "C" fn tsg_ensure(guard: *mut Guard) -> *mut Token {
     pointer(|| {
         let g = GuardId::from_raw(raw(guard)?);
-        with_global!(rt => rt.ensure_with_guard(g)).map(|t| u64::from(t.to_raw()))
+        with_global!(ThisFacade, rt => rt.ensure_with_guard(g)).map(|t| u64::from(t.to_raw()))
     })
 }
 
@@ -235,7 +240,7 @@ pub extern "C" fn tsg_ensure(guard: *mut Guard) -> *mut Token {
 pub extern "C" fn tsg_ensure_from_view(view: *mut View) -> *mut Token {
     pointer(|| {
         let v = ViewId::from_raw(raw(view)?);
-        with_global!(rt => rt.ensure_from_view(v)).map(|t| u64::from(t.to_raw()))
+        with_global!(ThisFacade, rt => rt.ensure_from_view(v)).map(|t| u64::from(t.to_raw()))
     })
 }
 
@@ -253,7 +258,7 @@ pub extern "C" fn tsg_ensure_from_view(view: *mut View) -> *mut Token {
 pub extern "C" fn tsg_release(token: *mut Token) {
     void(|| {
         let t = u32::try_from(raw(token)?).map_err(|_| Error::InvalidHandle)?;
-        with_global!(rt => rt.release_token(Ticket::from_raw(t)))
+        with_global!(ThisFacade, rt => rt.release_token(Ticket::from_raw(t)))
     })
 }
 

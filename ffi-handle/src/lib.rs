@@ -48,7 +48,7 @@ pub use shared::*;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
     let r = c_abi::boundary(|| {
-        let t = with_global!(rt => rt.ensure_ticket(InterpreterId::from_raw(interp)))?;
+        let t = with_global!(ThisFacade, rt => rt.ensure_ticket(InterpreterId::from_raw(interp)))?;
         // A ticket is always in 1..=i32::MAX (documented layout).
         Ok(t.to_raw() as c_int)
     });
@@ -71,7 +71,7 @@ pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> 
 pub extern "C" fn tsh_release(handle: c_int) -> c_int {
     c_abi::boundary(|| {
         let raw = u32::try_from(handle).map_err(|_| tstate_core::Error::InvalidHandle)?;
-        with_global!(rt => rt.release_ticket(Ticket::from_raw(raw)))?;
+        with_global!(ThisFacade, rt => rt.release_ticket(Ticket::from_raw(raw)))?;
         Ok(0)
     })
 }

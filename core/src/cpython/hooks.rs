@@ -25,16 +25,40 @@ static CLOSE_GATE: PyMethodDef = PyMethodDef {
 /// per initialization (CPython empties the list when it runs it).
 static RUNTIME_HOOK: AtomicBool = AtomicBool::new(false);
 
-/// Installs the hooks of the just-registered interpreter `i`.
+/// What a hook of one interpreter needs: its runtime and its id (one
+/// runtime per facade library may hook the same interpreter). Leaked (24
+/// bytes per interpreter a runtime ever registers): CPython may call the
+/// hook until the process ends.
+struct HookData {
+    rt: &'static Runtime<CPython>,
+    id: InterpreterId,
+}
+
+/// The hook data behind `p` (made by [`install`]), if any.
+///
+/// # Safety
+/// `p` must be 0 or a pointer [`install`] leaked.
+unsafe fn hook_data(p: usize) -> Option<&'static HookData> {
+    // SAFETY: contract: 0 or a leaked, never freed `HookData`.
+    unsafe { (p as *const HookData).as_ref() }
+}
+
+/// Installs the hooks of the just-registered interpreter `i` of the
+/// runtime whose registry is `reg`.
 ///
 /// # Safety
 /// The calling thread must be attached to `i`.
-pub(crate) unsafe fn install(a: &Api, i: &Interp<CPython>) -> Result<()> {
-    let id = i.id.as_raw();
+pub(crate) unsafe fn install(
+    a: &Api,
+    reg: &std::sync::Arc<crate::registry::Registry<CPython>>,
+    i: &Interp<CPython>,
+) -> Result<()> {
+    let rt = Runtime::<CPython>::of(reg).ok_or(Error::Unsupported)?;
+    let data = Box::leak(Box::new(HookData { rt, id: i.id })) as *const HookData as usize;
     // SAFETY: attached (contract): every call runs under `i`'s GIL; each
     // new reference is released once, `PyTuple_SetItem` steals `f`.
     unsafe {
-        let id_obj = (a.PyLong_FromUnsignedLongLong)(id);
+        let id_obj = (a.PyLong_FromUnsignedLongLong)(data as u64);
         if id_obj.is_null() {
             (a.PyErr_Clear)();
             return Err(Error::NoMemory);
@@ -76,7 +100,7 @@ pub(crate) unsafe fn install(a: &Api, i: &Interp<CPython>) -> Result<()> {
             late(
                 i.data.ptr as *mut _,
                 Some(on_interpreter_cleared),
-                id as usize as *mut c_void,
+                data as *mut c_void,
             );
         }
         if i.is_main && !RUNTIME_HOOK.swap(true, Ordering::AcqRel) {
@@ -86,16 +110,18 @@ pub(crate) unsafe fn install(a: &Api, i: &Interp<CPython>) -> Result<()> {
     Ok(())
 }
 
-/// The `atexit` callback (`self` is the interpreter's id as a Python int).
+/// The `atexit` callback (`self` is the address of the interpreter's
+/// `HookData` as a Python int).
 unsafe extern "C" fn on_atexit(self_: *mut PyObject, _args: *mut PyObject) -> *mut PyObject {
     let Ok(a) = super::ffi::api() else {
         return std::ptr::null_mut();
     };
-    // SAFETY: called by CPython with the GIL held and `self` our int.
-    let id = unsafe { (a.PyLong_AsUnsignedLongLong)(self_) };
+    // SAFETY: called by CPython with the GIL held and `self` our int, the
+    // address `install` leaked.
+    let h = unsafe { hook_data((a.PyLong_AsUnsignedLongLong)(self_) as usize) };
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        if let Ok(rt) = Runtime::<CPython>::global() {
-            rt.on_atexit(InterpreterId::from_raw(id));
+        if let Some(h) = h {
+            h.rt.on_atexit(h.id);
         }
     }));
     // SAFETY: returning a new reference to None, as a PyCFunction must.
@@ -108,10 +134,11 @@ unsafe extern "C" fn on_atexit(self_: *mut PyObject, _args: *mut PyObject) -> *m
 /// 3.12+: runs when CPython clears the interpreter (after its atexit
 /// callbacks and thread states): the record is retired.
 extern "C" fn on_interpreter_cleared(data: *mut c_void) {
-    let id = InterpreterId::from_raw(data as usize as u64);
+    // SAFETY: `data` is what `install` registered: a leaked `HookData`.
+    let h = unsafe { hook_data(data as usize) };
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        if let Ok(rt) = Runtime::<CPython>::global() {
-            rt.retire(Some(id));
+        if let Some(h) = h {
+            h.rt.retire(Some(h.id));
         }
     }));
 }
@@ -120,7 +147,7 @@ extern "C" fn on_interpreter_cleared(data: *mut c_void) {
 extern "C" fn on_runtime_exit() {
     RUNTIME_HOOK.store(false, Ordering::Release);
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        if let Ok(rt) = Runtime::<CPython>::global() {
+        for rt in Runtime::<CPython>::all() {
             rt.retire(None);
         }
     }));

@@ -383,7 +383,7 @@ impl CPython {
         };
         let i = reg.insert_interp(mode, is_main, data, None)?;
         // SAFETY: attached to `ip` (contract).
-        if let Err(e) = unsafe { hooks::install(self.api, &i) } {
+        if let Err(e) = unsafe { hooks::install(self.api, reg, &i) } {
             reg.remove_interp(&i);
             return Err(e);
         }
@@ -448,7 +448,7 @@ impl CPython {
             .insert_interp(mode, false, data, Some(main))
             .and_then(|i| {
                 // SAFETY: attached to the new interpreter through t0.
-                match unsafe { hooks::install(a, &i) } {
+                match unsafe { hooks::install(a, reg, &i) } {
                     Ok(()) => Ok(i),
                     Err(e) => {
                         reg.remove_interp(&i);
