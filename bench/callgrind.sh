@@ -20,7 +20,7 @@ cases=("$@")
 if [ ${#cases[@]} -eq 0 ]; then
     cases=(baseline-mutex baseline-tls baseline-cas
            ensure-A ensure-B ensure-C handle-A handle-B handle-C
-           activate-A activate-B activate-C
+           activate-A activate-B activate-C guard-A guard-B guard-C
            cpython-A cpython-B cpython-C cpython-D cpython-save)
 fi
 tmp=$(mktemp -d)

@@ -31,6 +31,12 @@ pub fn init() {
     // call; the returned main thread state is intentionally kept detached.
     unsafe {
         Py_InitializeEx(0);
+    }
+    // with TSTATE_BACKEND=cpython the facades run on this CPython: each
+    // (its own runtime) registers main while the main thread is attached
+    crate::init_facades();
+    // SAFETY: as above.
+    unsafe {
         let _main = PyEval_SaveThread();
     }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use tstate_conformance::bench::{self, Bench, Config, Measurement};
-use tstate_conformance::facade::{Activate, Ensure, Facade, Handle, Shared};
+use tstate_conformance::facade::{Activate, Ensure, Facade, Guard, Handle, Shared};
 
 thread_local! {
     static TLS_COUNTER: Cell<u64> = const { Cell::new(0) };
@@ -160,6 +160,32 @@ fn op_activate(i: u64) {
     assert_eq!(tsa_deactivate(ts), 0);
     assert_eq!(tsa_delete(ts), 0);
 }
+/// The guard design's callback idiom: a view kept by the caller (one per
+/// thread and interpreter here, made on first use and never closed: the
+/// process ends), EnsureFromView + work + Release per operation.
+fn op_guard(i: u64) {
+    use tstate_ffi_guard::*;
+    thread_local! {
+        static VIEWS: std::cell::RefCell<Vec<(u64, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let v = VIEWS.with(|vs| {
+        let mut vs = vs.borrow_mut();
+        match vs.iter().find(|(k, _)| *k == i) {
+            Some(&(_, v)) => v,
+            None => {
+                let v = tsg_view_from_interpreter(i) as usize;
+                assert_ne!(v, 0);
+                vs.push((i, v));
+                v
+            }
+        }
+    }) as *mut View;
+    let t = tsg_ensure_from_view(v);
+    assert!(!t.is_null());
+    // SAFETY: NULL value is allowed.
+    assert_eq!(unsafe { tsg_work(i, std::ptr::null_mut()) }, 0);
+    tsg_release(t);
+}
 /// Control: pure per-thread CPU work of about the same size, touching no
 /// shared memory — shows what 2 threads can gain on this machine at all.
 fn op_control(_: u64) {
@@ -208,24 +234,53 @@ struct Throughput {
     ratio: f64,
 }
 
+/// A facade's finalize (`*_finalize(id, timeout_ms)`).
+type Finalize = fn(u64, i64) -> Result<(), tstate_conformance::facade::Code>;
+
+/// One own-lock interpreter, a second one, and a free-threaded one, in
+/// facade `F`'s runtime (each facade has its own).
+fn e_interps<F: Shared>() -> [u64; 3] {
+    [0, 0, 2].map(|m| F::create(m).expect("create"))
+}
+
 fn throughput(rounds: usize, iters: u64) -> Vec<Throughput> {
-    let own = Ensure::create(0).expect("create");
-    let own2 = Ensure::create(0).expect("create");
-    let ft = Ensure::create(2).expect("create");
     let mut cases: Vec<(&'static str, &'static str, Op, Vec<u64>)> = vec![(
         "control",
         "per-thread CPU work only, no shared memory",
         op_control as Op,
         vec![0],
     )];
-    for (d, op) in [
-        ("ensure", op_ensure as Op),
-        ("handle", op_handle as Op),
-        ("activate", op_activate as Op),
+    let mut made: Vec<(Finalize, u64)> = Vec::new();
+    for (d, op, [own, own2, ft], fin) in [
+        (
+            "ensure",
+            op_ensure as Op,
+            e_interps::<Ensure>(),
+            Ensure::finalize as Finalize,
+        ),
+        (
+            "handle",
+            op_handle as Op,
+            e_interps::<Handle>(),
+            Handle::finalize,
+        ),
+        (
+            "activate",
+            op_activate as Op,
+            e_interps::<Activate>(),
+            Activate::finalize,
+        ),
+        (
+            "guard",
+            op_guard as Op,
+            e_interps::<Guard>(),
+            Guard::finalize,
+        ),
     ] {
         cases.push((d, "one own-lock interpreter", op, vec![own]));
         cases.push((d, "two own-lock interpreters", op, vec![own, own2]));
         cases.push((d, "one free-threaded interpreter", op, vec![ft]));
+        made.extend([own, own2, ft].map(|i| (fin, i)));
     }
     #[cfg(has_libpython)]
     cases.push((
@@ -247,8 +302,8 @@ fn throughput(rounds: usize, iters: u64) -> Vec<Throughput> {
             samples[k].2.push(t2 / t1);
         }
     }
-    for i in [own, own2, ft] {
-        Ensure::finalize(i, 5000).expect("finalize");
+    for (fin, i) in made {
+        fin(i, 5000).expect("finalize");
     }
     let control = median(samples[0].2.clone());
     cases
@@ -327,13 +382,24 @@ fn finalization<F: Facade>(rounds: usize) -> Finalization {
 
 // ----- G: scale --------------------------------------------------------------
 
-/// Creates 10,000 interpreters and 1,000 thread states (on a parked helper
-/// thread); returns a closure that removes them.
+/// Creates 10,000 interpreters in every design's runtime (each facade has
+/// its own) and 1,000 thread states in the explicit design's (on a parked
+/// helper thread); returns a closure that removes them.
 fn populate() -> impl FnOnce() {
-    let ids: Vec<u64> = (0..10_000)
-        .map(|k| Ensure::create([0, 1, 2][k % 3]).expect("create"))
-        .collect();
-    let some: Vec<u64> = ids.iter().step_by(10).copied().collect();
+    fn many<F: Shared>() -> Vec<u64> {
+        let ids: Vec<u64> = (0..10_000)
+            .map(|k| F::create([0, 1, 2][k % 3]).expect("create"))
+            .collect();
+        assert!(F::diagnostics().interpreters >= 10_000);
+        ids
+    }
+    let made = [
+        (Ensure::finalize as Finalize, many::<Ensure>()),
+        (Handle::finalize, many::<Handle>()),
+        (Activate::finalize, many::<Activate>()),
+        (Guard::finalize, many::<Guard>()),
+    ];
+    let some: Vec<u64> = made[2].1.iter().step_by(10).copied().collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let l = Activate::lifecycle().expect("explicit lifecycle");
@@ -346,13 +412,14 @@ fn populate() -> impl FnOnce() {
         }
     });
     ready_rx.recv().expect("ready");
-    let d = Ensure::diagnostics();
-    assert!(d.interpreters >= 10_000 && d.thread_states >= 1_000);
+    assert!(Activate::diagnostics().thread_states >= 1_000);
     move || {
         done_tx.send(()).expect("done");
         helper.join().expect("helper");
-        for i in ids {
-            Ensure::finalize(i, 5000).expect("finalize");
+        for (fin, ids) in made {
+            for i in ids {
+                fin(i, 5000).expect("finalize");
+            }
         }
     }
 }
@@ -426,11 +493,37 @@ fn main() {
     report(&args);
 }
 
+/// The facades' backend: the model unless `TSTATE_BACKEND` says otherwise
+/// (libpython is linked here for CPython's own API, which would otherwise
+/// make the facades pick CPython); the CPython backend's design timings are
+/// the main job's (`cargo run --release -p tstate-conformance`).
+fn choose_backend() {
+    if std::env::var_os("TSTATE_BACKEND").is_none() {
+        // SAFETY: single-threaded, before any facade call.
+        unsafe { std::env::set_var("TSTATE_BACKEND", "model") };
+    }
+}
+
+/// Registers the main interpreter in every facade's runtime (each has its
+/// own); on the model, main exists already.
+fn init_facades() {
+    for init in [
+        Ensure::initialize,
+        Handle::initialize,
+        Activate::initialize,
+        Guard::initialize,
+    ] {
+        init().expect("initialize");
+    }
+}
+
 /// Runs N operations of one latency case (for callgrind).
 fn count(case: &str, n: u64) {
+    choose_backend();
     #[cfg(has_libpython)]
     cpython::init();
-    let interp = Ensure::main_interpreter().expect("main");
+    #[cfg(not(has_libpython))]
+    init_facades();
     let Some(b) = latency_benches()
         .into_iter()
         .find(|b| format!("{}-{}", b.facade, b.case) == case)
@@ -438,7 +531,7 @@ fn count(case: &str, n: u64) {
         eprintln!("unknown case {case}");
         std::process::exit(2);
     };
-    let run = b.run;
+    let (run, interp) = (b.run, bench::main_of(b.facade));
     std::thread::spawn(move || {
         run(n, interp);
     })
@@ -447,8 +540,11 @@ fn count(case: &str, n: u64) {
 }
 
 fn report(a: &Args) {
+    choose_backend();
     #[cfg(has_libpython)]
     cpython::init();
+    #[cfg(not(has_libpython))]
+    init_facades();
     let cpython_note = if cfg!(has_libpython) {
         "CPython 3.11 via libpython3.11 (python3-config --embed)"
     } else {
@@ -458,13 +554,12 @@ fn report(a: &Args) {
         rounds: a.rounds,
         iters: a.iters,
     };
-    let interp = Ensure::main_interpreter().expect("main");
     eprintln!("latency: {} rounds × {} ops …", a.rounds, a.iters);
-    let lat = bench::run(&latency_benches(), interp, cfg, &mut |_| {});
+    let lat = bench::run(&latency_benches(), cfg, &mut |_| {});
     eprintln!("scale (G): 10,000 interpreters, 1,000 thread states …");
     let cleanup = populate();
     let designs_only: Vec<Bench> = bench::comparison_benches();
-    let scaled = bench::run(&designs_only, interp, cfg, &mut |_| {});
+    let scaled = bench::run(&designs_only, cfg, &mut |_| {});
     cleanup();
     eprintln!(
         "throughput (E): {} rounds × {} ops per thread …",
@@ -476,6 +571,7 @@ fn report(a: &Args) {
         finalization::<Ensure>(a.rounds),
         finalization::<Handle>(a.rounds),
         finalization::<Activate>(a.rounds),
+        finalization::<Guard>(a.rounds),
     ];
 
     let mut out = String::new();
@@ -541,7 +637,7 @@ fn report(a: &Args) {
         )
         .unwrap();
     };
-    let designs = ["ensure", "handle", "activate"];
+    let designs = ["ensure", "handle", "activate", "guard"];
     for m in lat.iter().filter(|m| designs.contains(&m.facade)) {
         row(m, m.case, m.what, m.case);
     }
@@ -609,7 +705,7 @@ fn report(a: &Args) {
         out,
         "\n{}",
         if md {
-            "### G: scale — with 10,000 live interpreters and 1,000 thread states\n"
+            "### G: scale — with 10,000 live interpreters in each design's runtime and 1,000 thread states in the explicit design's\n"
         } else {
             "G: SCALE (10,000 INTERPRETERS, 1,000 THREAD STATES) VS 1"
         }

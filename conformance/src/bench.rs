@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 /// One timed operation kind.
 pub struct Bench {
-    /// Design (`ensure`, `handle`, `activate`) or `baseline`.
+    /// Design (`ensure`, `handle`, `activate`, `guard`), `gilstate`, or
+    /// `baseline`.
     pub facade: &'static str,
     /// Case key (`A`, `B`, `C`, `mutex`).
     pub case: &'static str,
     /// What exactly one operation is.
     pub what: &'static str,
-    /// Runs `iters` operations on the calling thread and returns the time.
+    /// Runs `iters` operations on the calling thread, on `interp` (its
+    /// facade's main interpreter, [`main_of`]), and returns the time.
     pub run: fn(iters: u64, interp: u64) -> Duration,
 }
 
@@ -470,26 +472,37 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The main interpreter of `facade`'s runtime (each facade library has its
+/// own runtime and ids: README, "Runtimes"); 0 for the baselines and
+/// CPython's own API, which take none.
+pub fn main_of(facade: &str) -> u64 {
+    use crate::facade::{Activate, Ensure, Guard, Handle, Shared};
+    match facade {
+        "ensure" => Ensure::main_interpreter(),
+        "handle" => Handle::main_interpreter(),
+        "activate" => Activate::main_interpreter(),
+        "guard" => Guard::main_interpreter(),
+        _ => Ok(0),
+    }
+    .unwrap_or_else(|c| panic!("{facade}: main interpreter: {c}"))
+}
+
 /// Runs `benches` interleaved in rounds on a fresh thread (which holds no
-/// thread state), against `interp`; the first bench is the unit for ratios.
+/// thread state), each on its facade's main interpreter; the first bench is
+/// the unit for ratios.
 /// `progress` is called after each round.
-pub fn run(
-    benches: &[Bench],
-    interp: u64,
-    cfg: Config,
-    progress: &mut dyn FnMut(usize),
-) -> Vec<Measurement> {
-    let runs: Vec<_> = benches.iter().map(|b| b.run).collect();
+pub fn run(benches: &[Bench], cfg: Config, progress: &mut dyn FnMut(usize)) -> Vec<Measurement> {
+    let runs: Vec<_> = benches.iter().map(|b| (b.run, main_of(b.facade))).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
         // warm-up: per-thread tables, kept thread states, caches
-        for r in &runs {
-            r(cfg.iters.min(1000), interp);
+        for (r, interp) in &runs {
+            r(cfg.iters.min(1000), *interp);
         }
         for round in 0..cfg.rounds {
             let per_op: Vec<f64> = runs
                 .iter()
-                .map(|r| r(cfg.iters, interp).as_nanos() as f64 / cfg.iters as f64)
+                .map(|(r, interp)| r(cfg.iters, *interp).as_nanos() as f64 / cfg.iters as f64)
                 .collect();
             if tx.send((round, per_op)).is_err() {
                 return;

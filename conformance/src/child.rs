@@ -483,12 +483,16 @@ pub fn bench_child_main(cfg: crate::bench::Config, libpython: &Path) -> ! {
     let result = load_libpython(libpython).and_then(|()| {
         // SAFETY: single-threaded here, before any facade call.
         unsafe { std::env::set_var("TSTATE_BACKEND", "cpython") };
+        // every facade registers main (each has its own runtime) while the
+        // main thread is attached, then it detaches
+        for init in [Handle::initialize, Activate::initialize, Guard::initialize] {
+            init().map_err(|c| format!("initialize: {c}"))?;
+        }
         prepare::<Ensure>()?;
-        let interp = Ensure::main_interpreter().map_err(|c| format!("main interpreter: {c}"))?;
-        let mut ms = bench::run(&bench::comparison_benches(), interp, cfg, &mut |_| {});
+        let mut ms = bench::run(&bench::comparison_benches(), cfg, &mut |_| {});
         let mut g = vec![bench::comparison_benches().swap_remove(0)];
         g.extend(bench::gilstate_benches());
-        ms.extend(bench::run(&g, interp, cfg, &mut |_| {}).into_iter().skip(1));
+        ms.extend(bench::run(&g, cfg, &mut |_| {}).into_iter().skip(1));
         Ok(ms)
     });
     let mut out = std::io::stdout().lock();

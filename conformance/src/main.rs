@@ -16,7 +16,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use tstate_conformance::bench::{self, Config};
 use tstate_conformance::child::{self, CpythonResult, Reps};
-use tstate_conformance::facade::{Activate, Ensure, Facade, Guard, Handle, Shared};
+use tstate_conformance::facade::{Activate, Ensure, Facade, Guard, Handle};
 use tstate_conformance::pythons::{self, Python};
 use tstate_conformance::report::{self, BASELINE, DESIGNS, Report};
 use tstate_conformance::{exitrace, observed};
@@ -346,13 +346,7 @@ fn main() {
     // 3. timings: the model here, CPython 3.11 (else the newest found) in a child
     if args.timing {
         progress.line("timing (model)");
-        let interp = Ensure::main_interpreter().expect("main interpreter");
-        let mut ms = bench::run(
-            &bench::comparison_benches(),
-            interp,
-            args.bench,
-            &mut |_| {},
-        );
+        let mut ms = bench::run(&bench::comparison_benches(), args.bench, &mut |_| {});
         if let Some(py) = found.iter().find(|p| p.version == (3, 11)).or(found.last()) {
             progress.line(&format!("timing (cpython {})", py.short()));
             let exe = std::env::current_exe().expect("current_exe");

@@ -351,3 +351,60 @@ fn two_facades_have_a_runtime_each_linked_statically_or_dynamically() {
         run(&out, "two_facades").unwrap_or_else(|e| panic!("{linking}: {e}"));
     }
 }
+
+/// Two designs' spellings in one translation unit are a clear compile-time
+/// error (both define `PyThreadState_Ensure`), for every ordered pair; one
+/// design's spellings alone compile.
+#[test]
+fn two_designs_spellings_in_one_translation_unit_are_an_error() {
+    let ws = workspace();
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let macros = [
+        ("ensure", "TSTATE_ENSURE_DISCUSSION_NAMES"),
+        ("handle", "TSTATE_HANDLE_DISCUSSION_NAMES"),
+        ("activate", "TSTATE_ACTIVATE_DISCUSSION_NAMES"),
+        ("guard", "TSTATE_GUARD_PEP788_NAMES"),
+    ];
+    let compile = |pair: &[(&str, &str)], n: usize| {
+        let mut text = String::new();
+        for (f, m) in pair {
+            text.push_str(&format!("#define {m}\n#include \"tstate_{f}.h\"\n"));
+        }
+        text.push_str("int main(void) { return 0; }\n");
+        let src = tmp.join(format!("spellings_{n}.c"));
+        std::fs::write(&src, text).unwrap();
+        let mut cmd = Command::new("gcc");
+        cmd.args(["-std=c11", "-fsyntax-only"]);
+        for (f, _) in &macros {
+            cmd.arg("-I").arg(ws.join(format!("ffi-{f}/include")));
+        }
+        cmd.arg(&src).output().expect("gcc not runnable")
+    };
+    let mut n = 0;
+    for a in macros {
+        n += 1;
+        let o = compile(&[a], n);
+        assert!(
+            o.status.success(),
+            "{} alone: {}",
+            a.1,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for b in macros {
+            if a.0 == b.0 {
+                continue;
+            }
+            n += 1;
+            let o = compile(&[a, b], n);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{} with {} compiled", a.1, b.1);
+            assert!(
+                err.contains(&format!("#error \"tstate: {}:", b.1))
+                    || err.contains(&format!("tstate: {}: another facade's", b.1)),
+                "{} with {}: not the clear error:\n{err}",
+                a.1,
+                b.1
+            );
+        }
+    }
+}
