@@ -107,10 +107,13 @@ pub struct Built {
 }
 
 /// The target directory [`build`] uses: `$CARGO_TARGET_DIR/capi`, else
-/// `<workspace>/target/capi`.
+/// `<workspace>/target/capi` (a relative `CARGO_TARGET_DIR` is taken from
+/// the workspace root).
 pub fn target_dir() -> PathBuf {
+    // a relative CARGO_TARGET_DIR is taken from the workspace root (where
+    // cargo is usually run; the nested cargo runs there too)
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+        .map(|d| workspace().join(d))
         .unwrap_or_else(|| workspace().join("target"))
         .join("capi")
 }

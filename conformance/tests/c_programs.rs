@@ -443,3 +443,36 @@ fn two_static_facades_survive_interpreter_exit_on_cpython() {
         run(&out, "two_facades_exit").unwrap_or_else(|e| panic!("run {k}: {e}"));
     }
 }
+
+/// A subinterpreter one facade's runtime registered and another ended is
+/// never touched again by the first (CPython frees it when
+/// `Py_EndInterpreter` returns): its finalize answers BUSY and a new thread
+/// state FINALIZING. Regression: the first runtime's finalize called
+/// `Py_EndInterpreter` on the freed interpreter (SIGSEGV after "Fatal Python
+/// error: Py_EndInterpreter: not the last thread", every run).
+#[test]
+fn a_subinterpreter_ended_through_another_facade_is_never_touched_again() {
+    let ws = workspace();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ended_elsewhere");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror"])
+        .args(python_config("--includes"));
+    for f in ["ensure", "activate"] {
+        cmd.arg("-I").arg(ws.join(format!("ffi-{f}/include")));
+    }
+    cmd.arg("-I")
+        .arg(ws.join("conformance/c"))
+        .arg(ws.join("conformance/c/ended_elsewhere.c"))
+        .arg(staticlib("ensure"))
+        .arg(staticlib("activate"))
+        .args(python_config("--ldflags"))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&out);
+    let o = cmd.output().expect("gcc not runnable");
+    assert!(
+        o.status.success(),
+        "building ended_elsewhere.c failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    run(&out, "ended_elsewhere").unwrap();
+}

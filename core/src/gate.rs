@@ -58,6 +58,10 @@ const PARKED: u64 = 1 << 33;
 const FINALIZING: u64 = 1 << 34;
 const GONE: u64 = 1 << 35;
 
+/// The finalizer identity of a finalization run outside this runtime
+/// (CPython's, or another runtime's): never a thread's identity.
+pub(crate) const EXTERNAL_FINALIZER: u64 = u64::MAX;
+
 /// State guarded by the slow mutex.
 struct Slow {
     /// Identity of the finalizer currently running, 0 if none.
@@ -282,6 +286,21 @@ impl Gate {
         self.word.fetch_or(FINALIZING, ord::ACQ_REL);
     }
 
+    /// Closes the gate for a finalization that someone else runs (CPython,
+    /// or another runtime's finalize: this interpreter's atexit callback)
+    /// and takes the finalizer's claim for good, unless a finalizer of this
+    /// runtime holds it: a later [`begin_finalize`](Self::begin_finalize)
+    /// answers `Busy` instead of ending, through freed memory, an
+    /// interpreter CPython frees when the callback returns.
+    #[cfg(not(loom))]
+    pub(crate) fn close_external(&self) {
+        let mut g = self.slow.lock();
+        self.word.fetch_or(FINALIZING, ord::ACQ_REL);
+        if g.finalizer == 0 {
+            g.finalizer = EXTERNAL_FINALIZER;
+        }
+    }
+
     /// Gives up a finalization attempt without waiting: the interpreter
     /// stays finalizing (refusing).
     pub(crate) fn end_finalize_attempt(&self) {
@@ -302,7 +321,9 @@ impl Gate {
                 return true;
             }
             if deadline.passed() {
-                g.finalizer = 0;
+                if g.finalizer != EXTERNAL_FINALIZER {
+                    g.finalizer = 0;
+                }
                 return false;
             }
             self.cv.wait_until(&mut g, deadline);

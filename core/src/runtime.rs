@@ -762,7 +762,14 @@ impl Runtime<CPython> {
             vec![i.clone()]
         };
         for t in &targets {
-            t.gate.close();
+            if Arc::ptr_eq(t, &i) {
+                // CPython (or another runtime) is ending `i` and frees it
+                // once the callbacks return: no finalize of this runtime may
+                // claim it after this (it answers BUSY)
+                t.gate.close_external();
+            } else {
+                t.gate.close();
+            }
         }
         let deadline = Deadline::after(Some(self.exit_bound()));
         let a = self.api();

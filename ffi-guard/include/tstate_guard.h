@@ -6,9 +6,10 @@
  * linked statically or dynamically, next to any other tstate facade in the
  * process: another facade's spans neither hold this one's gate nor nest
  * with its spans (on CPython the attachment itself is CPython's, seen by all),
- * and an id of another facade is refused (NO_SUCH_INTERPRETER,
- * INVALID_HANDLE; it could name one of this runtime's only by a 2^-31
- * chance). On CPython each facade registers its own atexit gate on the
+ * and an interpreter, thread-state, guard or view id of another facade is
+ * refused (NO_SUCH_INTERPRETER, INVALID_HANDLE; it could name one of this
+ * runtime's only by a 2^-31 chance); span handles and tokens are per thread
+ * and must not cross facades either. On CPython each facade registers its own atexit gate on the
  * interpreters it meets, so each is finalization-safe on its own.
  */
 

@@ -26,7 +26,7 @@ static CLOSE_GATE: PyMethodDef = PyMethodDef {
 static RUNTIME_HOOK: AtomicBool = AtomicBool::new(false);
 
 /// What a hook of one interpreter needs: its runtime and its id (one
-/// runtime per facade library may hook the same interpreter). Leaked (24
+/// runtime per facade library may hook the same interpreter). Leaked (16
 /// bytes per interpreter a runtime ever registers): CPython may call the
 /// hook until the process ends.
 struct HookData {
