@@ -417,28 +417,7 @@ fn two_designs_spellings_in_one_translation_unit_are_an_error() {
 /// watchdog of `run`.
 #[test]
 fn two_static_facades_survive_interpreter_exit_on_cpython() {
-    let ws = workspace();
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("two_facades_exit");
-    let mut cmd = Command::new("gcc");
-    cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror"])
-        .args(python_config("--includes"));
-    for f in ["ensure", "handle"] {
-        cmd.arg("-I").arg(ws.join(format!("ffi-{f}/include")));
-    }
-    cmd.arg("-I")
-        .arg(ws.join("conformance/c"))
-        .arg(ws.join("conformance/c/two_facades_exit.c"))
-        .arg(staticlib("ensure"))
-        .arg(staticlib("handle"))
-        .args(python_config("--ldflags"))
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&out);
-    let o = cmd.output().expect("gcc not runnable");
-    assert!(
-        o.status.success(),
-        "building two_facades_exit.c failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = embedder("two_facades_exit", &["ensure", "handle"]);
     for k in 0..10 {
         run(&out, "two_facades_exit").unwrap_or_else(|e| panic!("run {k}: {e}"));
     }
@@ -452,27 +431,35 @@ fn two_static_facades_survive_interpreter_exit_on_cpython() {
 /// error: Py_EndInterpreter: not the last thread", every run).
 #[test]
 fn a_subinterpreter_ended_through_another_facade_is_never_touched_again() {
+    let out = embedder("ended_elsewhere", &["ensure", "activate"]);
+    run(&out, "ended_elsewhere").unwrap();
+}
+
+/// Builds `conformance/c/<name>.c` as an embedder of CPython 3.11
+/// (`python3-config --embed`) with `facades` linked statically.
+fn embedder(name: &str, facades: &[&str]) -> PathBuf {
     let ws = workspace();
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ended_elsewhere");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let mut cmd = Command::new("gcc");
     cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror"])
         .args(python_config("--includes"));
-    for f in ["ensure", "activate"] {
+    for f in facades {
         cmd.arg("-I").arg(ws.join(format!("ffi-{f}/include")));
     }
     cmd.arg("-I")
         .arg(ws.join("conformance/c"))
-        .arg(ws.join("conformance/c/ended_elsewhere.c"))
-        .arg(staticlib("ensure"))
-        .arg(staticlib("activate"))
-        .args(python_config("--ldflags"))
+        .arg(ws.join(format!("conformance/c/{name}.c")));
+    for f in facades {
+        cmd.arg(staticlib(f));
+    }
+    cmd.args(python_config("--ldflags"))
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&out);
     let o = cmd.output().expect("gcc not runnable");
     assert!(
         o.status.success(),
-        "building ended_elsewhere.c failed:\n{}",
+        "building {name}.c failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    run(&out, "ended_elsewhere").unwrap();
+    out
 }
