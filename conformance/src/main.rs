@@ -346,12 +346,18 @@ fn main() {
     // 3. timings: the model here, CPython 3.11 (else the newest found) in a child
     if args.timing {
         progress.line("timing (model)");
-        let mut ms = bench::run(&bench::comparison_benches(), args.bench, &mut |_| {});
+        // the designs asked for (`--facade`), the unit always
+        let wanted = |f: &str| f == "baseline" || args.facades.iter().any(|w| w == f);
+        let benches: Vec<_> = bench::comparison_benches()
+            .into_iter()
+            .filter(|b| wanted(b.facade))
+            .collect();
+        let mut ms = bench::run(&benches, args.bench, &mut |_| {});
         if let Some(py) = found.iter().find(|p| p.version == (3, 11)).or(found.last()) {
             progress.line(&format!("timing (cpython {})", py.short()));
             let exe = std::env::current_exe().expect("current_exe");
             match child::run_bench_in_child(&exe, py, args.bench) {
-                Ok(more) => ms.extend(more),
+                Ok(more) => ms.extend(more.into_iter().filter(|m| wanted(m.facade))),
                 Err(e) => eprintln!("timing on CPython {} failed: {e}", py.short()),
             }
         }

@@ -57,3 +57,41 @@ fn every_design_and_gilstate_time_on_every_cpython_found() {
         eprintln!("timing child ran on CPython {}", py.short());
     }
 }
+
+/// `--facade` limits the timing table to the designs asked for (and the
+/// unit). Regression: the table timed every design whatever was asked.
+#[test]
+fn the_main_jobs_timing_follows_facade() {
+    let exe = env!("CARGO_BIN_EXE_tstate-compare");
+    let o = std::process::Command::new(exe)
+        .args([
+            "--backend",
+            "model",
+            "--facade",
+            "handle",
+            "--no-observed",
+            "--no-exit-race",
+            "--reps",
+            "1",
+            "--rounds",
+            "1",
+            "--iters",
+            "50",
+            "--markdown",
+        ])
+        .output()
+        .expect("tstate-compare not runnable");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let timing = &text[text.find("## Timing").expect("a timing section")..];
+    let rows: Vec<&str> = timing
+        .lines()
+        .filter(|l| l.starts_with("| model |"))
+        .map(|l| l.split('|').nth(2).unwrap_or("").trim())
+        .collect();
+    assert!(rows.contains(&"handle"), "{rows:?}");
+    assert!(
+        rows.iter().all(|d| *d == "handle" || *d == "baseline"),
+        "{rows:?}"
+    );
+}
