@@ -250,11 +250,17 @@ pub fn install(b: &Built, layout: &Layout) -> Result<Installed, String> {
         files.push(l);
     }
     let name = format!("tstate-ffi-{f}");
+    // under the prefix: relative to it (`pkg-config --define-prefix` and
+    // moved prefixes work); elsewhere: as given
+    let under = |d: &Path| match d.strip_prefix(&layout.prefix) {
+        Ok(rel) => format!("${{prefix}}/{}", rel.display()),
+        Err(_) => d.display().to_string(),
+    };
     let head = format!(
         "prefix={}\nlibdir={}\nincludedir={}\n\n",
         layout.prefix.display(),
-        layout.libdir.display(),
-        layout.includedir.display()
+        under(&layout.libdir),
+        under(&layout.includedir)
     );
     let what = "finalization-safe attach of native threads to CPython interpreters";
     let shared = format!(

@@ -91,6 +91,11 @@ fn install_then_pkg_config_shared_and_static_and_the_snippet_handles_refusal() {
     let lib = prefix.join("lib");
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let abi = tstate_capi::abi_version();
+    let pc = std::fs::read_to_string(lib.join("pkgconfig/tstate-ffi-ensure.pc")).unwrap();
+    assert!(
+        pc.contains("\nlibdir=${prefix}/lib\n") && pc.contains("\nincludedir=${prefix}/include\n"),
+        "libdir and includedir relative to the prefix:\n{pc}"
+    );
     for (f, p) in FACADES {
         // the layout: header, archive, versioned shared library, symlinks
         assert!(prefix.join(format!("include/tstate_{f}.h")).is_file());
