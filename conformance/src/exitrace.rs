@@ -591,28 +591,38 @@ fn verdict(raw: &Raw, outcome: Outcome, detail: String, calls: Option<u64>) -> R
     }
 }
 
-/// Classifies one run of A.
-fn classify_exit(raw: &Raw, threads: usize) -> Run {
+/// The run's `tag` result line, or the verdict of a run that has none: hung
+/// (the watchdog), crashed, or ended without printing it.
+fn result_or_failure<'a>(raw: &'a Raw, tag: &str) -> Result<&'a str, Run> {
     if raw.hung {
-        return verdict(
+        return Err(verdict(
             raw,
             Outcome::Hung,
             format!("watchdog after {:?}", raw.wall),
             None,
-        );
+        ));
     }
     if let Some(c) = crash(raw) {
-        return verdict(raw, Outcome::Crashed, c, None);
+        return Err(verdict(raw, Outcome::Crashed, c, None));
     }
-    let code = raw.status.and_then(|s| s.code());
-    let Some(line) = result_line(raw, "EXITRACE") else {
+    result_line(raw, tag).ok_or_else(|| {
+        let code = raw.status.and_then(|s| s.code());
         let why = first_line(&raw.stderr, 90);
-        return verdict(
+        verdict(
             raw,
             Outcome::Other,
-            format!("no EXITRACE line (exit {code:?}): {why}"),
+            format!("no {tag} line (exit {code:?}): {why}"),
             None,
-        );
+        )
+    })
+}
+
+/// Classifies one run of A.
+fn classify_exit(raw: &Raw, threads: usize) -> Run {
+    let code = raw.status.and_then(|s| s.code());
+    let line = match result_or_failure(raw, "EXITRACE") {
+        Ok(line) => line,
+        Err(run) => return run,
     };
     let calls = num(line, "calls");
     let g = |k| num(line, k).unwrap_or(0) as usize;
@@ -659,26 +669,10 @@ fn classify_exit(raw: &Raw, threads: usize) -> Run {
 
 /// Classifies one run of B.
 fn classify_sub(raw: &Raw, threads: usize) -> Run {
-    if raw.hung {
-        return verdict(
-            raw,
-            Outcome::Hung,
-            format!("watchdog after {:?}", raw.wall),
-            None,
-        );
-    }
-    if let Some(c) = crash(raw) {
-        return verdict(raw, Outcome::Crashed, c, None);
-    }
     let code = raw.status.and_then(|s| s.code());
-    let Some(line) = result_line(raw, "RESULT") else {
-        let why = first_line(&raw.stderr, 90);
-        return verdict(
-            raw,
-            Outcome::Other,
-            format!("no RESULT line (exit {code:?}): {why}"),
-            None,
-        );
+    let line = match result_or_failure(raw, "RESULT") {
+        Ok(line) => line,
+        Err(run) => return run,
     };
     let calls = num(line, "calls");
     let g = |k| num(line, k).unwrap_or(0) as usize;

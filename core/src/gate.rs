@@ -118,37 +118,27 @@ impl Gate {
     /// caller takes the lock afterwards: the hold already keeps finalization
     /// waiting, so that may block but never fails).
     pub(crate) fn try_hold(&self, lock: bool) -> Result<bool> {
-        let mut w = self.word.load(ord::RELAXED);
-        loop {
-            if w & GONE != 0 {
-                return Err(Error::NoSuchInterpreter);
-            }
-            if w & FINALIZING != 0 {
-                return Err(Error::Finalizing);
-            }
-            if w & HOLDS_MASK == HOLDS_MASK {
-                return Err(Error::Busy);
-            }
-            let take = lock && w & LOCKED == 0;
-            let new = (w + 1) | if take { LOCKED } else { 0 };
-            match self
-                .word
-                .compare_exchange_weak(w, new, ord::ACQ_REL, ord::RELAXED)
-            {
-                Ok(_) => return Ok(take),
-                Err(x) => w = x,
-            }
-        }
+        self.hold::<true>(lock)
     }
 
     /// Takes a hold even while finalizing (not once gone): for a caller that
     /// holds a guard on the interpreter already, which keeps it from
     /// passing its point of no return. Lock bits as [`try_hold`](Self::try_hold).
     pub(crate) fn force_hold(&self, lock: bool) -> Result<bool> {
+        self.hold::<false>(lock)
+    }
+
+    /// The one CAS loop of both holds; `REFUSE_FINALIZING` is the only
+    /// difference (a constant: each caller compiles to its own loop).
+    #[inline(always)]
+    fn hold<const REFUSE_FINALIZING: bool>(&self, lock: bool) -> Result<bool> {
         let mut w = self.word.load(ord::RELAXED);
         loop {
             if w & GONE != 0 {
                 return Err(Error::NoSuchInterpreter);
+            }
+            if REFUSE_FINALIZING && w & FINALIZING != 0 {
+                return Err(Error::Finalizing);
             }
             if w & HOLDS_MASK == HOLDS_MASK {
                 return Err(Error::Busy);

@@ -298,6 +298,16 @@ enum HoldMode {
     Daemon,
 }
 
+/// How step (c) of an ensure takes this thread's hold.
+#[derive(Clone, Copy)]
+enum EnsureHold {
+    /// Through the gate (the ensure designs).
+    Gate,
+    /// Under a caller's guard (the guard design): forced, or none where the
+    /// backend runs daemon spans.
+    Guarded,
+}
+
 struct Local<B: Backend> {
     ts: Arc<TState<B>>,
     /// Index of its interpreter in `RtCtx::interps`.
@@ -782,18 +792,8 @@ impl<B: Backend> RtCtx<B> {
         let raw = id.as_raw();
         if raw != 0 && self.current_interp == raw && self.record_is_current() {
             self.reserve_frame()?;
-            let (t, seq) = self.ticket();
             let il = self.local(self.current).il;
-            self.frames.push(Frame {
-                kind: FrameKind::Nested,
-                ts: NONE,
-                prev: NONE,
-                seq,
-                il,
-                interp: raw,
-                guard: 0,
-            });
-            return Ok(t);
+            return Ok(self.push_frame(FrameKind::Nested, NONE, NONE, il, raw, 0));
         }
         self.ensure_slow(id)
     }
@@ -810,25 +810,23 @@ impl<B: Backend> RtCtx<B> {
 
     #[cold]
     fn ensure_slow(&mut self, id: InterpreterId) -> Result<Ticket> {
+        self.ensure_steps(id, 0, EnsureHold::Gate)
+    }
+
+    /// The ensure state machine, shared by the ensure designs (`guard` 0,
+    /// hold through the gate) and the guard design (`guard`: the implicit
+    /// guard the span owns, 0 if none; hold forced or none).
+    fn ensure_steps(&mut self, id: InterpreterId, guard: u64, hold: EnsureHold) -> Result<Ticket> {
         let raw = id.as_raw();
         if raw == 0 {
             return Err(Error::NoSuchInterpreter);
         }
         self.sync();
         self.reserve_frame()?;
+        // (a) attached to `id` already: counted, never refused
         if self.current_interp == raw {
-            let (t, seq) = self.ticket();
             let il = self.local(self.current).il;
-            self.frames.push(Frame {
-                kind: FrameKind::Nested,
-                ts: NONE,
-                prev: NONE,
-                seq,
-                il,
-                interp: raw,
-                guard: 0,
-            });
-            return Ok(t);
+            return Ok(self.push_frame(FrameKind::Nested, NONE, NONE, il, raw, guard));
         }
         // (b) this thread already holds `id` open through a detached thread
         // state (saved by Py_BEGIN_ALLOW_THREADS, or switched away from):
@@ -844,39 +842,50 @@ impl<B: Backend> RtCtx<B> {
         {
             let prev = self.detach_current();
             self.reattach(f.ts);
-            let (t, seq) = self.ticket();
-            self.frames.push(Frame {
-                kind: FrameKind::Reattach,
-                ts: f.ts,
-                prev,
-                seq,
-                il: f.il,
-                interp: raw,
-                guard: 0,
-            });
-            return Ok(t);
+            return Ok(self.push_frame(FrameKind::Reattach, f.ts, prev, f.il, raw, guard));
         }
-        // (c) take this thread's hold (the gate) and attach a thread state:
-        // this thread's own detached one that the library did not create
+        // (c) take this thread's hold and attach a thread state: this
+        // thread's own detached one that the library did not create
         // (CPython: a Python thread inside Py_BEGIN_ALLOW_THREADS), else its
         // kept one for `id`, created the first time.
         let il = self.interp_local(id)?;
+        let (mode, kind) = match hold {
+            EnsureHold::Gate => (HoldMode::Gate, FrameKind::Enter(SpanKind::Ensure)),
+            EnsureHold::Guarded if B::daemon_spans(&self.il(il).interp) => {
+                (HoldMode::Daemon, FrameKind::Daemon)
+            }
+            EnsureHold::Guarded => (HoldMode::Forced, FrameKind::Enter(SpanKind::Ensure)),
+        };
         let given = match self.backend().own_detached(&self.il(il).interp) {
             0 => None,
             real => Some(self.borrowed_local(il, real)?),
         };
-        let (ts, prev) = self.enter(il, SpanKind::Ensure, given)?;
+        let (ts, prev) = self.enter_with(il, SpanKind::Ensure, given, mode)?;
+        Ok(self.push_frame(kind, ts, prev, il, raw, guard))
+    }
+
+    /// Pushes a span frame (room reserved) and returns its ticket.
+    #[inline]
+    fn push_frame(
+        &mut self,
+        kind: FrameKind,
+        ts: u32,
+        prev: u32,
+        il: u32,
+        interp: u64,
+        guard: u64,
+    ) -> Ticket {
         let (t, seq) = self.ticket();
         self.frames.push(Frame {
-            kind: FrameKind::Enter(SpanKind::Ensure),
+            kind,
             ts,
             prev,
             seq,
             il,
-            interp: raw,
-            guard: 0,
+            interp,
+            guard,
         });
-        Ok(t)
+        t
     }
 
     /// The record of a foreign thread state `real` of interp-local `il`.
@@ -1178,71 +1187,7 @@ impl<B: Backend> RtCtx<B> {
     /// `id` from passing its point of no return. Where the backend allows
     /// it, the span takes no hold of this thread (a daemon's span, PEP 788).
     pub(crate) fn ensure_guarded(&mut self, id: InterpreterId, implicit: u64) -> Result<Ticket> {
-        let raw = id.as_raw();
-        if raw == 0 {
-            return Err(Error::NoSuchInterpreter);
-        }
-        self.sync();
-        self.reserve_frame()?;
-        if self.current_interp == raw {
-            let (t, seq) = self.ticket();
-            let il = self.local(self.current).il;
-            self.frames.push(Frame {
-                kind: FrameKind::Nested,
-                ts: NONE,
-                prev: NONE,
-                seq,
-                il,
-                interp: raw,
-                guard: implicit,
-            });
-            return Ok(t);
-        }
-        if let Some(f) = self
-            .frames
-            .iter()
-            .rev()
-            .find(|f| f.interp == raw && f.ts != NONE)
-            .copied()
-            .filter(|f| !self.ts(f.ts).is_deleted())
-        {
-            let prev = self.detach_current();
-            self.reattach(f.ts);
-            let (t, seq) = self.ticket();
-            self.frames.push(Frame {
-                kind: FrameKind::Reattach,
-                ts: f.ts,
-                prev,
-                seq,
-                il: f.il,
-                interp: raw,
-                guard: implicit,
-            });
-            return Ok(t);
-        }
-        let il = self.interp_local(id)?;
-        let interp = self.il(il).interp.clone();
-        let given = match self.backend().own_detached(&interp) {
-            0 => None,
-            real => Some(self.borrowed_local(il, real)?),
-        };
-        let (mode, kind) = if B::daemon_spans(&interp) {
-            (HoldMode::Daemon, FrameKind::Daemon)
-        } else {
-            (HoldMode::Forced, FrameKind::Enter(SpanKind::Ensure))
-        };
-        let (ts, prev) = self.enter_with(il, SpanKind::Ensure, given, mode)?;
-        let (t, seq) = self.ticket();
-        self.frames.push(Frame {
-            kind,
-            ts,
-            prev,
-            seq,
-            il,
-            interp: raw,
-            guard: implicit,
-        });
-        Ok(t)
+        self.ensure_steps(id, implicit, EnsureHold::Guarded)
     }
 
     #[cold]
@@ -1331,17 +1276,15 @@ impl<B: Backend> RtCtx<B> {
         self.reserve_frame()?;
         let il = self.local(idx).il;
         let (ts, prev) = self.enter(il, SpanKind::Activate, Some(idx))?;
-        let (_, seq) = self.ticket();
         let interp = self.ts(ts).interp.id.as_raw();
-        self.frames.push(Frame {
-            kind: FrameKind::Enter(SpanKind::Activate),
+        self.push_frame(
+            FrameKind::Enter(SpanKind::Activate),
             ts,
             prev,
-            seq,
             il,
             interp,
-            guard: 0,
-        });
+            0,
+        );
         Ok(())
     }
 

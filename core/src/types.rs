@@ -2,83 +2,61 @@
 
 use std::time::Duration;
 
-/// An interpreter, named by a `u64` that crosses the C ABI.
-///
-/// A generational id (slotmap's `KeyData::as_ffi` layout, see the `ids`
-/// module): 0 is never valid, and an id whose interpreter is gone never
-/// resolves again, even after its slot is reused, however often (a slot is
-/// retired before its generation could wrap). Any `u64` can be turned into
-/// an id; it is validated where it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(transparent)]
-pub struct InterpreterId(u64);
+/// Declares a `u64` id type that crosses the C ABI: `from_raw` (not
+/// validated until used) and `as_raw`.
+macro_rules! raw_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(transparent)]
+        pub struct $name(u64);
 
-impl InterpreterId {
-    /// Wraps a raw value (e.g. from C). Not validated until used.
-    pub const fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-    /// The raw value, for C.
-    pub const fn as_raw(self) -> u64 {
-        self.0
-    }
+        impl $name {
+            /// Wraps a raw value (e.g. from C). Not validated until used.
+            pub const fn from_raw(raw: u64) -> Self {
+                Self(raw)
+            }
+            /// The raw value, for C.
+            pub const fn as_raw(self) -> u64 {
+                self.0
+            }
+        }
+    };
 }
 
-/// A thread state, named by a generational `u64` handle (never 0).
-///
-/// Using a handle after its thread state was deleted gives
-/// [`Error::InvalidHandle`](crate::Error::InvalidHandle); a slot reused by a
-/// later thread state has another generation, so an old handle never reaches
-/// it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(transparent)]
-pub struct ThreadStateId(u64);
-
-impl ThreadStateId {
-    /// Wraps a raw value (e.g. from C). Not validated until used.
-    pub const fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-    /// The raw value, for C.
-    pub const fn as_raw(self) -> u64 {
-        self.0
-    }
+raw_id! {
+    /// An interpreter, named by a `u64` that crosses the C ABI.
+    ///
+    /// A generational id (slotmap's `KeyData::as_ffi` layout, see the `ids`
+    /// module): 0 is never valid, and an id whose interpreter is gone never
+    /// resolves again, even after its slot is reused, however often (a slot is
+    /// retired before its generation could wrap). Any `u64` can be turned into
+    /// an id; it is validated where it is used.
+    InterpreterId
 }
 
-/// A guard of the guard design (PEP 788's `PyInterpreterGuard`): a hold
-/// on an interpreter that keeps it from finalizing until closed. A
-/// generational `u64` (never 0); a closed guard's id never resolves again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(transparent)]
-pub struct GuardId(u64);
-
-impl GuardId {
-    /// Wraps a raw value (e.g. from C). Not validated until used.
-    pub const fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-    /// The raw value, for C.
-    pub const fn as_raw(self) -> u64 {
-        self.0
-    }
+raw_id! {
+    /// A thread state, named by a generational `u64` handle (never 0).
+    ///
+    /// Using a handle after its thread state was deleted gives
+    /// [`Error::InvalidHandle`](crate::Error::InvalidHandle); a slot reused by a
+    /// later thread state has another generation, so an old handle never reaches
+    /// it.
+    ThreadStateId
 }
 
-/// A view of the guard design (PEP 788's `PyInterpreterView`): a weak
-/// reference to an interpreter that never blocks its finalization and
-/// stays safe to use after it is gone. A generational `u64` (never 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(transparent)]
-pub struct ViewId(u64);
+raw_id! {
+    /// A guard of the guard design (PEP 788's `PyInterpreterGuard`): a hold
+    /// on an interpreter that keeps it from finalizing until closed. A
+    /// generational `u64` (never 0); a closed guard's id never resolves again.
+    GuardId
+}
 
-impl ViewId {
-    /// Wraps a raw value (e.g. from C). Not validated until used.
-    pub const fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-    /// The raw value, for C.
-    pub const fn as_raw(self) -> u64 {
-        self.0
-    }
+raw_id! {
+    /// A view of the guard design (PEP 788's `PyInterpreterView`): a weak
+    /// reference to an interpreter that never blocks its finalization and
+    /// stays safe to use after it is gone. A generational `u64` (never 0).
+    ViewId
 }
 
 /// The handle of one ensure, for designs that pass it back to release.
