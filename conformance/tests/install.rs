@@ -193,3 +193,20 @@ fn the_readme_quotes_the_snippet_verbatim() {
         "README.md must quote examples/c/callback.c verbatim in a ```c block"
     );
 }
+
+/// Rust dependents do not pay for C artifacts: every facade crate is a plain
+/// Rust library (`crate-type = ["lib"]`, which cargo builds as an rlib only),
+/// its C libraries made on demand by `tstate-capi`. Fails if a facade asks
+/// cargo for a staticlib or cdylib again.
+#[test]
+fn facade_crates_build_no_c_artifacts_for_rust_dependents() {
+    for (f, _) in FACADES {
+        let manifest =
+            std::fs::read_to_string(workspace().join(format!("ffi-{f}/Cargo.toml"))).unwrap();
+        let types: Vec<&str> = manifest
+            .lines()
+            .filter(|l| l.trim_start().starts_with("crate-type"))
+            .collect();
+        assert_eq!(types, ["crate-type = [\"lib\"]"], "ffi-{f}/Cargo.toml");
+    }
+}
