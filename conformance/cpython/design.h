@@ -11,6 +11,9 @@
  *                      t = tsg_ensure_from_view(v) ... tsg_release(t)
  *   -DDESIGN_GILSTATE  no facade: each program writes its own baseline
  *
+ * With -DTSTATE_CAPI the facade's functions are the `tstate` Python
+ * package's (tstate_capi.h) rather than a linked library's.
+ *
  * For a facade, TS(name) is its function `<prefix>_name` and TST(NAME) its
  * type or constant `<PREFIX>_NAME`; the shared functions (initialize,
  * current_interpreter, create_interpreter, finalize, work, backend_info,
@@ -33,26 +36,41 @@ enum { ATTACH_OK = 0, ATTACH_REFUSED = 1, ATTACH_FAILED = 2 };
 #else
 #define DESIGN_IS_FACADE 1
 
+/* -DTSTATE_CAPI: the functions come from the `tstate` Python package's
+ * capsule (tstate_capi.h, import_tstate() in module init) instead of a
+ * linked facade library (conformance/src/wheel.rs builds it so). */
+#if defined(TSTATE_CAPI)
+#include "tstate_capi.h"
+#endif
+
 #if defined(DESIGN_ENSURE)
+#ifndef TSTATE_CAPI
 #include "tstate_ensure.h"
+#endif
 #define DESIGN_NAME "ensure"
 #define TS_PFX tse_
 #define TST_PFX TSE_
 
 #elif defined(DESIGN_HANDLE)
+#ifndef TSTATE_CAPI
 #include "tstate_handle.h"
+#endif
 #define DESIGN_NAME "handle"
 #define TS_PFX tsh_
 #define TST_PFX TSH_
 
 #elif defined(DESIGN_ACTIVATE)
+#ifndef TSTATE_CAPI
 #include "tstate_activate.h"
+#endif
 #define DESIGN_NAME "activate"
 #define TS_PFX tsa_
 #define TST_PFX TSA_
 
 #elif defined(DESIGN_GUARD)
+#ifndef TSTATE_CAPI
 #include "tstate_guard.h"
+#endif
 #define DESIGN_NAME "guard"
 #define TS_PFX tsg_
 #define TST_PFX TSG_

@@ -8,6 +8,11 @@
  *       exitrace_ext.c libtstate_ffi_X.a -o <dir>/exitrace_ext.so
  * (not linked with libpython: its symbols resolve from the interpreter that
  * loads the module; the facade finds them with dlsym at run time).
+ * conformance/src/wheel.rs builds it against the `tstate` Python package
+ * instead: -DTSTATE_CAPI (no library; tstate_capi.h, import_tstate() in
+ * init, and handle_open/handle_release to show that every such module
+ * shares one runtime) and -DEXITRACE_MODULE=name (two builds in one
+ * process; the EXITRACE line ends with module=name).
  *
  * Single-phase init (PyInit_exitrace_ext returns the module): the module's
  * state is process-wide by nature -- native threads, one C atexit report,
@@ -47,6 +52,17 @@
 #include <unistd.h>
 
 #include "design.h"
+
+/* The module's name (-DEXITRACE_MODULE=name: several builds of this file
+ * in one process, as conformance/src/wheel.rs imports two). */
+#ifndef EXITRACE_MODULE
+#define EXITRACE_MODULE exitrace_ext
+#endif
+#define XSTR_(x) #x
+#define XSTR(x) XSTR_(x)
+#define MODULE_NAME XSTR(EXITRACE_MODULE)
+#define PYINIT_(m) PyInit_##m
+#define PYINIT(m) PYINIT_(m)
 
 enum {
     T_STARTING = 0,
@@ -202,9 +218,9 @@ static void report_at_exit(void) {
     fprintf(stdout,
             "EXITRACE design=%s py=%d.%d threads=%d refused=%d killed=%d finished=%d "
             "running=%d failed=%d calls=%ld pyerrors=%ld refused_finalizing=%d "
-            "refused_gone=%d settle_us=%ld\n",
+            "refused_gone=%d settle_us=%ld module=%s\n",
             DESIGN_NAME, PY_MAJOR_VERSION, PY_MINOR_VERSION, n, refused, killed, finished,
-            running, failed, calls, pyerrors, rf, rg, settle_us);
+            running, failed, calls, pyerrors, rf, rg, settle_us, MODULE_NAME);
     for (int i = 0; i < n; i++) {
         int st = atomic_load(&workers[i].state);
         if (st == T_FAILED)
@@ -270,7 +286,42 @@ static PyObject *design(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(DESIGN_NAME);
 }
 
+#if defined(TSTATE_CAPI)
+/* Through the package's handle design, whatever this module's design: the
+ * same runtime in every extension that imports tstate, so a span opened
+ * through one module can be released through another. */
+
+/* handle_open(): opens a handle span on main on the calling (attached)
+ * thread; returns the handle. */
+static PyObject *handle_open(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    uint64_t main_id = 0;
+    const char *msg = NULL;
+    int rc = tsh_main_interpreter(&main_id);
+    int h = rc == 0 ? tsh_ensure(main_id, &msg) : rc;
+    if (h < 0) {
+        PyErr_Format(PyExc_RuntimeError, "handle_open: %s (%d)", tsh_error_message(h), h);
+        return NULL;
+    }
+    return PyLong_FromLong(h);
+}
+
+/* handle_release(h): tsh_release's code (0, or a negative TSH_ERR_*). */
+static PyObject *handle_release(PyObject *self, PyObject *arg) {
+    (void)self;
+    long h = PyLong_AsLong(arg);
+    if (h == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(tsh_release((int)h));
+}
+#endif
+
 static PyMethodDef methods[] = {
+#if defined(TSTATE_CAPI)
+    {"handle_open", handle_open, METH_NOARGS, "open a handle span on main; its handle"},
+    {"handle_release", handle_release, METH_O, "tsh_release(handle): its code"},
+#endif
     {"start", start, METH_VARARGS,
      "start(callable, nthreads, max_calls=0): native threads calling callable"},
     {"min_calls", min_calls, METH_NOARGS, "the fewest calls any thread has made"},
@@ -279,12 +330,16 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "exitrace_ext",
+    PyModuleDef_HEAD_INIT, MODULE_NAME,
     "native threads calling Python through a facade while the interpreter exits", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit_exitrace_ext(void) {
+PyMODINIT_FUNC PYINIT(EXITRACE_MODULE)(void) {
+#if defined(TSTATE_CAPI)
+    if (import_tstate() < 0)
+        return NULL;
+#endif
 #if DESIGN_IS_FACADE
     int rc = TS(initialize)();
     if (rc != 0) {

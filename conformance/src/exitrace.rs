@@ -308,7 +308,7 @@ impl Report {
     }
 }
 
-fn first_line(s: &str, max: usize) -> String {
+pub(crate) fn first_line(s: &str, max: usize) -> String {
     let l = s
         .lines()
         .find(|l| !l.trim().is_empty())
@@ -327,7 +327,7 @@ fn crate_dir() -> PathBuf {
 }
 
 /// The workspace root.
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     crate_dir()
         .parent()
         .map(Path::to_path_buf)
@@ -351,7 +351,7 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 /// Runs `gcc args… -o out` unless `out` is newer than every input and was
 /// built with the same command (kept in `out.cmd`).
-fn gcc(args: &[String], inputs: &[PathBuf], out: &Path) -> Result<(), String> {
+pub(crate) fn gcc(args: &[String], inputs: &[PathBuf], out: &Path) -> Result<(), String> {
     let cmdline = args.join(" ");
     let stamp = out.with_extension("cmd");
     let fresh = match (mtime(out), std::fs::read_to_string(&stamp)) {
@@ -382,7 +382,7 @@ fn gcc(args: &[String], inputs: &[PathBuf], out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-const CFLAGS: [&str; 6] = ["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
+pub(crate) const CFLAGS: [&str; 6] = ["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
 
 /// Compiler flags and inputs for `design` (its include dir and static
 /// library; none for the baseline).
@@ -446,13 +446,13 @@ pub fn build_subinterp(build_dir: &Path, py: &Python, design: &Design) -> Result
 }
 
 /// What a process did.
-#[derive(Debug)]
-struct Raw {
-    status: Option<ExitStatus>,
-    hung: bool,
-    stdout: String,
-    stderr: String,
-    wall: Duration,
+#[derive(Debug, Clone)]
+pub(crate) struct Raw {
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) hung: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) wall: Duration,
 }
 
 fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
@@ -465,7 +465,7 @@ fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> 
 
 /// Runs `cmd` in its own process group; past `watchdog` the whole group
 /// is killed (SIGKILL).
-fn run_process(mut cmd: Command, watchdog: Duration) -> Raw {
+pub(crate) fn run_process(mut cmd: Command, watchdog: Duration) -> Raw {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -618,7 +618,7 @@ fn result_or_failure<'a>(raw: &'a Raw, tag: &str) -> Result<&'a str, Run> {
 }
 
 /// Classifies one run of A.
-fn classify_exit(raw: &Raw, threads: usize) -> Run {
+pub(crate) fn classify_exit(raw: &Raw, threads: usize) -> Run {
     let code = raw.status.and_then(|s| s.code());
     let line = match result_or_failure(raw, "EXITRACE") {
         Ok(line) => line,
@@ -758,7 +758,7 @@ fn run_job(job: &Job, cfg: &Config) -> Run {
 }
 
 /// Runs `f` over `items`, `parallel` at a time, keeping the order.
-fn parallel_map<T: Sync, R: Send>(
+pub(crate) fn parallel_map<T: Sync, R: Send>(
     items: &[T],
     parallel: usize,
     f: impl Fn(&T) -> R + Sync,

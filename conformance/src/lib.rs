@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod boilerplate;
+pub mod capi;
 pub mod cases;
 pub mod child;
 pub mod exitrace;
@@ -18,3 +19,4 @@ pub mod pythons;
 pub mod report;
 pub mod runner;
 pub mod soak;
+pub mod wheel;

@@ -184,3 +184,108 @@ fn headers_compile_alone_as_c11_and_cpp17() {
         }
     }
 }
+
+/// The Python package's C API (`tstate_capi.h`, the capsule's table,
+/// `tstate_capi.pxd`) is current with the committed facade headers.
+#[test]
+fn python_capi_files_are_current() {
+    use tstate_conformance::capi;
+    let headers: Vec<capi::Header> = capi::FACADES
+        .iter()
+        .map(|(name, prefix)| {
+            let text = std::fs::read_to_string(header_path(name)).unwrap();
+            capi::parse(name, prefix, &text).unwrap_or_else(|e| panic!("{name}: {e}"))
+        })
+        .collect();
+    for h in &headers {
+        assert!(
+            h.protos.len() >= 20,
+            "{}: {} functions",
+            h.design,
+            h.protos.len()
+        );
+    }
+    let (header, table, pxd) = capi::render(&headers);
+    let py = workspace().join("python");
+    let errs: Vec<String> = [
+        (py.join("py/tstate/include/tstate_capi.h"), header),
+        (py.join("src/capi_table.rs"), table),
+        (py.join("py/tstate/include/tstate_capi.pxd"), pxd),
+    ]
+    .iter()
+    .filter_map(|(path, want)| check_file(path, want).err())
+    .collect();
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// `tstate_capi.h` compiles as C11 and C++17 with `-Wall -Wextra -Werror`
+/// against every CPython found, alone and with each design's opt-in
+/// spellings; two spellings in one file and a facade header next to it
+/// are `#error`s.
+#[test]
+fn python_capi_header_compiles_as_c11_and_cpp17() {
+    let found = tstate_conformance::pythons::find();
+    if found.is_empty() {
+        eprintln!("no CPython headers found: skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tstate-capi-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let include = workspace().join("python/py/tstate/include");
+    let compile = |py: &tstate_conformance::pythons::Python, body: &str, tag: &str, cxx: bool| {
+        let (compiler, std, ext) = if cxx {
+            ("g++", "-std=c++17", "cpp")
+        } else {
+            ("gcc", "-std=c11", "c")
+        };
+        let src = dir.join(format!("{tag}_{}.{ext}", py.short()));
+        std::fs::write(&src, format!("{body}\nint main(void) {{ return 0; }}\n")).unwrap();
+        Command::new(compiler)
+            .args([std, "-Wall", "-Wextra", "-Werror", "-fsyntax-only"])
+            .arg(format!("-I{}", py.include.display()))
+            .arg(format!("-I{}", include.display()))
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("{compiler} not runnable: {e}"))
+    };
+    for py in &found {
+        let mut variants = vec![("plain".to_string(), String::new())];
+        for (name, _) in FACADES {
+            let m = if name == "guard" {
+                "TSTATE_GUARD_PEP788_NAMES".to_string()
+            } else {
+                format!("TSTATE_{}_DISCUSSION_NAMES", name.to_uppercase())
+            };
+            variants.push((name.to_string(), format!("#define {m}\n")));
+        }
+        for (tag, define) in &variants {
+            for cxx in [false, true] {
+                let body = format!("{define}#include \"tstate_capi.h\"");
+                let out = compile(py, &body, tag, cxx);
+                assert!(
+                    out.status.success(),
+                    "tstate_capi.h ({tag}, {}, c++: {cxx}):\n{}",
+                    py.short(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let two = "#define TSTATE_ENSURE_DISCUSSION_NAMES\n#define TSTATE_HANDLE_DISCUSSION_NAMES\n#include \"tstate_capi.h\"";
+        let out = compile(py, two, "two", false);
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("#error"),
+            "two designs' spellings must be an #error"
+        );
+        let facade = format!(
+            "#include \"{}\"\n#include \"tstate_capi.h\"",
+            header_path("ensure").display()
+        );
+        let out = compile(py, &facade, "facade", false);
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("replaces the facade headers"),
+            "a facade header next to tstate_capi.h must be an #error"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

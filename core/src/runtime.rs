@@ -177,6 +177,29 @@ impl<B: Backend> Runtime<B> {
             .ok_or(Error::NotAttached)
     }
 
+    /// Every interpreter this runtime knows and that is not gone (running
+    /// or finalizing), main first, then by id; for diagnostics. On CPython
+    /// these are the interpreters the runtime has registered (met while
+    /// attached, or created through it).
+    ///
+    /// ```
+    /// use tstate_core::{LockMode, Runtime};
+    /// let rt = Runtime::new();
+    /// let main = rt.main_interpreter().unwrap();
+    /// let sub = rt.create_interpreter(LockMode::Own).unwrap();
+    /// assert_eq!(rt.interpreters(), vec![main, sub]);
+    /// ```
+    pub fn interpreters(&self) -> Vec<InterpreterId> {
+        let mut v: Vec<(bool, InterpreterId)> = self
+            .reg
+            .interpreters()
+            .iter()
+            .map(|i| (!i.is_main, i.id))
+            .collect();
+        v.sort_by_key(|&(sub, id)| (sub, id.as_raw()));
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// `Running` or `Finalizing`; a gone interpreter gives `NoSuchInterpreter`.
     pub fn interpreter_state(&self, id: InterpreterId) -> Result<InterpreterState> {
         self.reg.lookup(id)?.gate.state()
@@ -699,6 +722,36 @@ impl Runtime<CPython> {
         };
         let m = self.reg.backend.register_attached(&self.reg, main_ptr)?;
         Ok(m.id)
+    }
+
+    /// Registers the interpreter of the thread state attached now — main
+    /// or a subinterpreter — trusting the caller that it is the calling
+    /// thread's, and returns its id. For a module's exec slot, which
+    /// CPython's import runs attached: on 3.9–3.11 the library cannot
+    /// otherwise tell that the GIL holder is the calling thread when its
+    /// thread state is not the thread's `PyGILState` one (a subinterpreter
+    /// entered with `PyThreadState_Swap`, as `_xxsubinterpreters.run_string`
+    /// does), so [`Runtime::current_interpreter`] answers `NotAttached`
+    /// there. `NotAttached` if no thread state is attached at all.
+    ///
+    /// # Safety
+    /// The calling thread must be attached: the thread state CPython holds
+    /// as current is the calling thread's.
+    pub unsafe fn register_attached_interpreter(&self) -> Result<InterpreterId> {
+        let a = self.api();
+        // SAFETY: the current thread state is the caller's (contract), so it
+        // and its interpreter are alive while it stays attached.
+        let ip = unsafe {
+            let cur = a.current();
+            if cur.is_null() || (a.Py_IsInitialized)() == 0 {
+                return Err(Error::NotAttached);
+            }
+            (a.PyThreadState_GetInterpreter)(cur) as usize
+        };
+        if ip == 0 {
+            return Err(Error::NotAttached);
+        }
+        Ok(self.reg.backend.register_attached(&self.reg, ip)?.id)
     }
 
     /// Creates a subinterpreter: `SharedWithMain` (`Py_NewInterpreter`, any
