@@ -731,7 +731,11 @@ pub fn deferred() -> usize {
 /// Runs `f` with the token of a span that `open` opened on `interp`, then
 /// closes it with `close` — also when `f` panics (the panic then goes on).
 /// The shape of every design's `attach`. `Err` if `open` was refused (`f`
-/// did not run) or `close` was (`f`'s result is dropped).
+/// did not run), or if `close` failed for another reason than an
+/// unconnected span that `f` opened and left open (`f`'s result is then
+/// dropped). That one — a guard `f` returned, say — blocks the close, which
+/// is deferred until it is released (the drop policy), and `Ok` is
+/// returned.
 ///
 /// ```
 /// use tstate_core::rust_api::scoped;
@@ -740,22 +744,22 @@ pub fn deferred() -> usize {
 /// let r = scoped(RUNTIME, main, || Ok(()), |()| Ok(()), |t| t.interpreter());
 /// assert_eq!(r, Ok(main));
 /// ```
-pub fn scoped<S, R>(
+pub fn scoped<S: Copy + 'static, R>(
     rt: FacadeRuntime,
     interp: InterpreterId,
     open: impl FnOnce() -> Result<S>,
-    close: impl FnOnce(S) -> Result<()>,
+    close: impl Fn(S) -> Result<()> + Copy + 'static,
     f: impl for<'a> FnOnce(&Attached<'a>) -> R,
 ) -> Result<R> {
     let span = open()?;
     let token = Attached::for_open_span(rt, interp);
     let r = catch_unwind(AssertUnwindSafe(|| f(&token)));
-    let closed = close(span);
-    if closed.is_ok() {
-        settle();
-    }
+    let closed = finish(close(span), move || close(span));
     match r {
-        Ok(v) => closed.map(|()| v),
+        Ok(v) => match closed {
+            Err(e) if !blocked(e) => Err(e),
+            _ => Ok(v),
+        },
         Err(p) => resume_unwind(p),
     }
 }

@@ -104,8 +104,7 @@ pub fn attach<R>(
             }
         }
     };
-    let close = |ts| deactivate_raw(ts).and_then(|()| delete_raw(ts));
-    scoped(RUNTIME, interp, open, close, f)
+    scoped(RUNTIME, interp, open, delete_raw, f)
 }
 
 /// An owned thread state of one interpreter, bound to the thread that

@@ -53,9 +53,9 @@ pub const RUNTIME: FacadeRuntime = FacadeRuntime::new(&SHARED_ABI);
 ///
 /// Refused at once, `f` not run, with the typed reason:
 /// [`Error::Finalizing`], [`Error::NoSuchInterpreter`] (unknown or gone),
-/// [`Error::NoMemory`]. The span is closed when `f` returns or panics;
-/// `Err` after `f` ran only if `f` left the span's innermost position
-/// through the C API (a save it did not restore).
+/// [`Error::NoMemory`]. The span is closed when `f` returns or panics
+/// (if `f` left a save open through the C API, the release is deferred
+/// until it is restored: see `tstate_core::rust_api`).
 ///
 /// ```
 /// use tstate_core::{Error, InterpreterId};

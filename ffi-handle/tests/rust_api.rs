@@ -64,6 +64,18 @@ fn a_save_dropped_while_an_unconnected_span_is_open_restores_later() {
     assert_eq!(RUNTIME.current(), None);
 }
 
+/// A guard opened inside `attach` and returned from it is an unconnected
+/// inner span: `attach`'s own release is deferred until it is dropped.
+#[test]
+fn a_guard_returned_from_attach_defers_the_attach_release() {
+    let main = RUNTIME.main_interpreter().unwrap();
+    let g = attach(main, |_| ensure(main).unwrap()).unwrap();
+    assert_eq!(deferred(), 1, "{:?}", RUNTIME.current());
+    assert!(g.is_attached());
+    drop(g);
+    assert_eq!((deferred(), RUNTIME.current()), (0, None));
+}
+
 #[test]
 fn attach_is_refused_with_the_reason() {
     let bad = tstate_ffi_handle::rust::InterpreterId::from_raw(3);
