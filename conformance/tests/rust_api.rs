@@ -28,97 +28,79 @@ trait Design {
     fn guards(main: InterpreterId, sub: InterpreterId);
 }
 
-struct Ensure;
-struct Handle;
-struct Activate;
-struct Guard;
+/// `impl Design for $ty` over crate `$krate`, with the design's own guards.
+macro_rules! design {
+    ($ty:ident, $name:literal, $krate:ident, |$main:ident, $sub:ident| $guards:block) => {
+        struct $ty;
+        impl Design for $ty {
+            const NAME: &'static str = $name;
+            const ABI: &'static SharedAbi = &$krate::SHARED_ABI;
+            const RT: FacadeRuntime = $krate::rust::RUNTIME;
+            fn attach<R>(
+                i: InterpreterId,
+                f: impl for<'a> FnOnce(&Attached<'a>) -> R,
+            ) -> Result<R, Error> {
+                $krate::rust::attach(i, f)
+            }
+            fn guards($main: InterpreterId, $sub: InterpreterId) $guards
+        }
+    };
+}
 
-impl Design for Ensure {
-    const NAME: &'static str = "ensure";
-    const ABI: &'static SharedAbi = &tstate_ffi_ensure::SHARED_ABI;
-    const RT: FacadeRuntime = tstate_ffi_ensure::rust::RUNTIME;
-    fn attach<R>(i: InterpreterId, f: impl for<'a> FnOnce(&Attached<'a>) -> R) -> Result<R, Error> {
-        tstate_ffi_ensure::rust::attach(i, f)
-    }
-    fn guards(main: InterpreterId, sub: InterpreterId) {
-        // closures only: nesting is nested closures
-        Self::attach(main, |m| {
-            Self::attach(sub, |s| {
-                assert!(s.is_attached() && !m.is_attached());
-                assert!(!s.detach(|| Self::RT.is_attached(sub)).unwrap());
-            })
-            .unwrap();
-            assert!(m.is_attached());
+design!(Ensure, "ensure", tstate_ffi_ensure, |main, sub| {
+    // closures only: nesting is nested closures
+    Self::attach(main, |m| {
+        Self::attach(sub, |s| {
+            assert!(s.is_attached() && !m.is_attached());
+            assert!(!s.detach(|| Self::RT.is_attached(sub)).unwrap());
         })
         .unwrap();
-    }
-}
-
-impl Design for Handle {
-    const NAME: &'static str = "handle";
-    const ABI: &'static SharedAbi = &tstate_ffi_handle::SHARED_ABI;
-    const RT: FacadeRuntime = tstate_ffi_handle::rust::RUNTIME;
-    fn attach<R>(i: InterpreterId, f: impl for<'a> FnOnce(&Attached<'a>) -> R) -> Result<R, Error> {
-        tstate_ffi_handle::rust::attach(i, f)
-    }
-    fn guards(main: InterpreterId, sub: InterpreterId) {
-        let mut m = tstate_ffi_handle::rust::ensure(main).unwrap();
-        let mut s = m.ensure(sub).unwrap();
-        assert!(s.is_attached() && !Self::RT.is_attached(main));
-        s.save().unwrap().restore().unwrap();
-        s.release().unwrap();
         assert!(m.is_attached());
-        m.release().unwrap();
-    }
-}
+    })
+    .unwrap();
+});
 
-impl Design for Activate {
-    const NAME: &'static str = "activate";
-    const ABI: &'static SharedAbi = &tstate_ffi_activate::SHARED_ABI;
-    const RT: FacadeRuntime = tstate_ffi_activate::rust::RUNTIME;
-    fn attach<R>(i: InterpreterId, f: impl for<'a> FnOnce(&Attached<'a>) -> R) -> Result<R, Error> {
-        tstate_ffi_activate::rust::attach(i, f)
-    }
-    fn guards(main: InterpreterId, sub: InterpreterId) {
-        use tstate_ffi_activate::rust::ThreadState;
-        let (mut a, mut b) = (
-            ThreadState::new(main).unwrap(),
-            ThreadState::new(sub).unwrap(),
-        );
-        let mut outer = a.activate().unwrap();
-        let mut inner = outer.activate(&mut b).unwrap();
-        assert!(inner.is_attached() && !Self::RT.is_attached(main));
-        inner.save().unwrap().restore().unwrap();
-        inner.deactivate().unwrap();
-        assert!(outer.is_attached());
-        outer.deactivate().unwrap();
-        b.delete().unwrap();
-        a.delete().unwrap();
-    }
-}
+design!(Handle, "handle", tstate_ffi_handle, |main, sub| {
+    let mut m = tstate_ffi_handle::rust::ensure(main).unwrap();
+    let mut s = m.ensure(sub).unwrap();
+    assert!(s.is_attached() && !Self::RT.is_attached(main));
+    s.save().unwrap().restore().unwrap();
+    s.release().unwrap();
+    assert!(m.is_attached());
+    m.release().unwrap();
+});
 
-impl Design for Guard {
-    const NAME: &'static str = "guard";
-    const ABI: &'static SharedAbi = &tstate_ffi_guard::SHARED_ABI;
-    const RT: FacadeRuntime = tstate_ffi_guard::rust::RUNTIME;
-    fn attach<R>(i: InterpreterId, f: impl for<'a> FnOnce(&Attached<'a>) -> R) -> Result<R, Error> {
-        tstate_ffi_guard::rust::attach(i, f)
-    }
-    fn guards(main: InterpreterId, sub: InterpreterId) {
-        use tstate_ffi_guard::rust::View;
-        let gm = View::for_interpreter(main).unwrap().guard().unwrap();
-        let gs = View::for_interpreter(sub).unwrap().guard().unwrap();
-        let mut outer = gm.ensure().unwrap();
-        let mut inner = outer.ensure(&gs).unwrap();
-        assert!(inner.is_attached() && !Self::RT.is_attached(main));
-        inner.save().unwrap().restore().unwrap();
-        inner.release().unwrap();
-        assert!(outer.is_attached());
-        outer.release().unwrap();
-        gs.close().unwrap();
-        gm.close().unwrap();
-    }
-}
+design!(Activate, "activate", tstate_ffi_activate, |main, sub| {
+    use tstate_ffi_activate::rust::ThreadState;
+    let (mut a, mut b) = (
+        ThreadState::new(main).unwrap(),
+        ThreadState::new(sub).unwrap(),
+    );
+    let mut outer = a.activate().unwrap();
+    let mut inner = outer.activate(&mut b).unwrap();
+    assert!(inner.is_attached() && !Self::RT.is_attached(main));
+    inner.save().unwrap().restore().unwrap();
+    inner.deactivate().unwrap();
+    assert!(outer.is_attached());
+    outer.deactivate().unwrap();
+    b.delete().unwrap();
+    a.delete().unwrap();
+});
+
+design!(Guard, "guard", tstate_ffi_guard, |main, sub| {
+    use tstate_ffi_guard::rust::View;
+    let gm = View::for_interpreter(main).unwrap().guard().unwrap();
+    let gs = View::for_interpreter(sub).unwrap().guard().unwrap();
+    let mut outer = gm.ensure().unwrap();
+    let mut inner = outer.ensure(&gs).unwrap();
+    assert!(inner.is_attached() && !Self::RT.is_attached(main));
+    inner.save().unwrap().restore().unwrap();
+    inner.release().unwrap();
+    assert!(outer.is_attached());
+    outer.release().unwrap();
+    gs.close().unwrap();
+    gm.close().unwrap();
+});
 
 /// Finalize with a bound while another thread holds `sub` (detached inside
 /// its span): `Timeout` naming it; new spans refused `Finalizing`; then it

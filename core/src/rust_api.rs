@@ -81,6 +81,14 @@ impl std::fmt::Debug for FacadeRuntime {
 }
 
 /// Which backend a facade runs on ([`FacadeRuntime::backend`]).
+///
+/// ```
+/// use tstate_core::BackendKind;
+/// let b = tstate_ffi_guard::rust::RUNTIME.backend().unwrap();
+/// if b.kind == BackendKind::CPython {
+///     assert!(b.python_version.unwrap() >= (3, 9));
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendInfo {
     /// The model or CPython.
@@ -635,6 +643,40 @@ impl Drop for Saved<'_> {
         let (rt, ts) = (self.rt, self.ts);
         let _ = finish(rt.restore(ts), move || rt.restore(ts));
     }
+}
+
+/// For facade crates: the common part of a span guard `$guard<'_>` with a
+/// token field `$token: Attached<'static>` and a span field `$span`: it
+/// dereferences to its token, mutably too (so that [`Attached::save`]
+/// borrows the guard), and its `Drop` calls `$end(self.$span)` (the same
+/// function as its explicit `release(self)`), ignoring the answer.
+///
+/// ```
+/// use tstate_core::rust_api::{Attached, finish};
+/// struct MyGuard<'a> { token: Attached<'static>, raw: u64, _outer: std::marker::PhantomData<&'a ()> }
+/// fn end(_raw: u64) -> tstate_core::Result<()> { finish(Ok(()), || Ok(())) }
+/// tstate_core::span_guard!(MyGuard, token, raw, end);
+/// ```
+#[macro_export]
+macro_rules! span_guard {
+    ($guard:ident, $token:ident, $span:ident, $end:path) => {
+        impl ::std::ops::Deref for $guard<'_> {
+            type Target = $crate::rust_api::Attached<'static>;
+            fn deref(&self) -> &Self::Target {
+                &self.$token
+            }
+        }
+        impl ::std::ops::DerefMut for $guard<'_> {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.$token
+            }
+        }
+        impl Drop for $guard<'_> {
+            fn drop(&mut self) {
+                let _ = $end(self.$span);
+            }
+        }
+    };
 }
 
 /// Whether a refusal means "an inner span is still open: retry later".

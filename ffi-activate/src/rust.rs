@@ -34,7 +34,6 @@
 
 use crate::*;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 pub use tstate_core::rust_api::{Attached, BackendInfo, FacadeRuntime, Saved};
 pub use tstate_core::{
     Diagnostics, Error, FinalizeError, Holder, InterpreterId, InterpreterState, LockMode,
@@ -310,21 +309,4 @@ impl<'ts> Activation<'ts> {
     }
 }
 
-impl Deref for Activation<'_> {
-    type Target = Attached<'static>;
-    fn deref(&self) -> &Attached<'static> {
-        &self.token
-    }
-}
-
-impl DerefMut for Activation<'_> {
-    fn deref_mut(&mut self) -> &mut Attached<'static> {
-        &mut self.token
-    }
-}
-
-impl Drop for Activation<'_> {
-    fn drop(&mut self) {
-        let _ = end_deactivate(self.ts);
-    }
-}
+tstate_core::span_guard!(Activation, token, ts, end_deactivate);

@@ -33,7 +33,6 @@
 
 use crate::*;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 pub use tstate_core::rust_api::{Attached, BackendInfo, FacadeRuntime, Saved};
 pub use tstate_core::{
     Diagnostics, Error, FinalizeError, Holder, InterpreterId, InterpreterState, LockMode,
@@ -332,21 +331,4 @@ impl Token<'_> {
     }
 }
 
-impl Deref for Token<'_> {
-    type Target = Attached<'static>;
-    fn deref(&self) -> &Attached<'static> {
-        &self.token
-    }
-}
-
-impl DerefMut for Token<'_> {
-    fn deref_mut(&mut self) -> &mut Attached<'static> {
-        &mut self.token
-    }
-}
-
-impl Drop for Token<'_> {
-    fn drop(&mut self) {
-        let _ = end(self.raw);
-    }
-}
+tstate_core::span_guard!(Token, token, raw, end);

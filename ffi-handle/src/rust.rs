@@ -31,7 +31,6 @@
 
 use crate::*;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 pub use tstate_core::rust_api::{Attached, BackendInfo, FacadeRuntime, Saved};
 pub use tstate_core::{
     Diagnostics, Error, FinalizeError, Holder, InterpreterId, InterpreterState, LockMode,
@@ -181,21 +180,4 @@ impl Ensured<'_> {
     }
 }
 
-impl Deref for Ensured<'_> {
-    type Target = Attached<'static>;
-    fn deref(&self) -> &Attached<'static> {
-        &self.token
-    }
-}
-
-impl DerefMut for Ensured<'_> {
-    fn deref_mut(&mut self) -> &mut Attached<'static> {
-        &mut self.token
-    }
-}
-
-impl Drop for Ensured<'_> {
-    fn drop(&mut self) {
-        let _ = end(self.handle);
-    }
-}
+tstate_core::span_guard!(Ensured, token, handle, end);
