@@ -12,7 +12,7 @@
 //!   timeout), the attached check, diagnostics, the backend;
 //! * [`Attached`] — the token that proves the calling thread is attached
 //!   (PyO3's `Python<'py>`): `work`, [`detach`](Attached::detach) (`with
-//!   nogil:`), [`save`](Attached::save);
+//!   nogil:`); the guards add `save`;
 //! * [`Saved`] — an open save (`Py_BEGIN_ALLOW_THREADS`), borrowing the span
 //!   it detached;
 //! * [`defer`] / [`settle`] — the one drop policy of every guard (below).
@@ -551,10 +551,10 @@ impl Attached<'_> {
     }
 
     /// Detaches until the returned [`Saved`] is restored or dropped
-    /// (`Py_BEGIN_ALLOW_THREADS`). Needs `&mut`: it is offered by the guards
-    /// (which dereference mutably to their token) and borrows the guard, so
-    /// the span cannot be released while the save is open; in a closure use
-    /// [`detach`](Self::detach).
+    /// (`Py_BEGIN_ALLOW_THREADS`). Needs `&mut`: a closure's token is
+    /// shared (use [`detach`](Self::detach) there); the guards offer it as
+    /// their own `save(&mut self)`, which borrows the guard, so the span
+    /// cannot be released while the save is open.
     ///
     /// ```
     /// use tstate_ffi_handle::rust::{RUNTIME, ensure};
@@ -647,28 +647,37 @@ impl Drop for Saved<'_> {
 
 /// For facade crates: the common part of a span guard `$guard<'_>` with a
 /// token field `$token: Attached<'static>` and a span field `$span`: it
-/// dereferences to its token, mutably too (so that [`Attached::save`]
-/// borrows the guard), and its `Drop` calls `$end(self.$span)` (the same
-/// function as its explicit `release(self)`), ignoring the answer.
+/// dereferences to its token (`work`, `detach`, `is_attached`, …), has
+/// `save(&mut self)` (documented with `$save_example`), and its `Drop`
+/// calls `$end(self.$span)` (the same function as its explicit
+/// `release(self)`), ignoring the answer. No `DerefMut`: a guard's token
+/// cannot be swapped with another's.
 ///
 /// ```
 /// use tstate_core::rust_api::{Attached, finish};
 /// struct MyGuard<'a> { token: Attached<'static>, raw: u64, _outer: std::marker::PhantomData<&'a ()> }
 /// fn end(_raw: u64) -> tstate_core::Result<()> { finish(Ok(()), || Ok(())) }
-/// tstate_core::span_guard!(MyGuard, token, raw, end);
+/// tstate_core::span_guard!(MyGuard, token, raw, end, "(no example)");
 /// ```
 #[macro_export]
 macro_rules! span_guard {
-    ($guard:ident, $token:ident, $span:ident, $end:path) => {
+    ($guard:ident, $token:ident, $span:ident, $end:path, $save_example:literal) => {
         impl ::std::ops::Deref for $guard<'_> {
             type Target = $crate::rust_api::Attached<'static>;
             fn deref(&self) -> &Self::Target {
                 &self.$token
             }
         }
-        impl ::std::ops::DerefMut for $guard<'_> {
-            fn deref_mut(&mut self) -> &mut Self::Target {
-                &mut self.$token
+        impl $guard<'_> {
+            /// Detaches until the returned [`Saved`](tstate_core::rust_api::Saved)
+            /// is restored or dropped (`Py_BEGIN_ALLOW_THREADS`). The save
+            /// borrows this guard, so the span cannot be released while it
+            /// is open. `Err(NotAttached)` if nothing is attached (the
+            /// thread finalized the interpreter meanwhile).
+            ///
+            #[doc = $save_example]
+            pub fn save(&mut self) -> $crate::Result<$crate::rust_api::Saved<'_>> {
+                self.$token.save()
             }
         }
         impl Drop for $guard<'_> {

@@ -309,4 +309,17 @@ impl<'ts> Activation<'ts> {
     }
 }
 
-tstate_core::span_guard!(Activation, token, ts, end_deactivate);
+tstate_core::span_guard!(
+    Activation,
+    token,
+    ts,
+    end_deactivate,
+    r#"```
+use tstate_ffi_activate::rust::{RUNTIME, ThreadState};
+let main = RUNTIME.main_interpreter().unwrap();
+let mut ts = ThreadState::new(main).unwrap();
+let mut a = ts.activate().unwrap();
+drop(a.save().unwrap()); // detached, then restored
+assert!(a.is_attached());
+```"#
+);

@@ -331,4 +331,18 @@ impl Token<'_> {
     }
 }
 
-tstate_core::span_guard!(Token, token, raw, end);
+tstate_core::span_guard!(
+    Token,
+    token,
+    raw,
+    end,
+    r#"```
+use tstate_ffi_guard::rust::{RUNTIME, View};
+let g = View::from_main().unwrap().guard().unwrap();
+let mut t = g.ensure().unwrap();
+let s = t.save().unwrap();
+assert_eq!(RUNTIME.current(), None);
+s.restore().unwrap();
+assert!(t.is_attached());
+```"#
+);

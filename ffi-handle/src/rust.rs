@@ -180,4 +180,18 @@ impl Ensured<'_> {
     }
 }
 
-tstate_core::span_guard!(Ensured, token, handle, end);
+tstate_core::span_guard!(
+    Ensured,
+    token,
+    handle,
+    end,
+    r#"```
+use tstate_ffi_handle::rust::{RUNTIME, ensure};
+let main = RUNTIME.main_interpreter().unwrap();
+let mut g = ensure(main).unwrap();
+let s = g.save().unwrap();
+assert!(!RUNTIME.is_attached(main));
+s.restore().unwrap();
+assert!(g.is_attached());
+```"#
+);
