@@ -58,6 +58,9 @@ design!(Ensure, "ensure", tstate_ffi_ensure, |main, sub| {
         assert!(m.is_attached());
     })
     .unwrap();
+    // a panic inside still closes the span
+    let r = std::panic::catch_unwind(|| Self::attach(sub, |_| panic!("inside")));
+    assert!(r.is_err() && Self::RT.current().is_none());
 });
 
 design!(Handle, "handle", tstate_ffi_handle, |main, sub| {
@@ -68,6 +71,12 @@ design!(Handle, "handle", tstate_ffi_handle, |main, sub| {
     s.release().unwrap();
     assert!(m.is_attached());
     m.release().unwrap();
+    // unconnected guards dropped out of order: deferred, then released
+    let a = tstate_ffi_handle::rust::ensure(main).unwrap();
+    let b = tstate_ffi_handle::rust::ensure(sub).unwrap();
+    drop(a);
+    assert!(deferred() == 1 && b.is_attached());
+    drop(b);
 });
 
 design!(Activate, "activate", tstate_ffi_activate, |main, sub| {
@@ -84,7 +93,10 @@ design!(Activate, "activate", tstate_ffi_activate, |main, sub| {
     assert!(outer.is_attached());
     outer.deactivate().unwrap();
     b.delete().unwrap();
-    a.delete().unwrap();
+    // a leaked activation: dropping the thread state deactivates it first
+    std::mem::forget(a.activate().unwrap());
+    assert!(Self::RT.is_attached(main));
+    drop(a);
 });
 
 design!(Guard, "guard", tstate_ffi_guard, |main, sub| {
@@ -98,6 +110,11 @@ design!(Guard, "guard", tstate_ffi_guard, |main, sub| {
     inner.release().unwrap();
     assert!(outer.is_attached());
     outer.release().unwrap();
+    // unconnected tokens released out of order: deferred, then released
+    let a = gm.ensure().unwrap();
+    let b = gs.ensure().unwrap();
+    assert_eq!(a.release(), Err(Error::OutOfOrder));
+    drop(b);
     gs.close().unwrap();
     gm.close().unwrap();
 });
