@@ -474,8 +474,8 @@ fn load_libpython(libpython: &Path) -> Result<(), String> {
 
 /// The timing child (never returns): loads `libpython`, initializes CPython
 /// through the facades (CPython backend), detaches the main thread, then
-/// times every design's idiom ([`bench::comparison_benches`]) and, on a
-/// second fresh thread, CPython's own API ([`bench::gilstate_benches`]),
+/// times every design's idiom ([`crate::bench::comparison_benches`]) and, on a
+/// second fresh thread, CPython's own API ([`crate::bench::gilstate_benches`]),
 /// each run with the mutex pair as its unit. Prints one `BENCH` line per
 /// measurement and `_exit(0)`s.
 pub fn bench_child_main(cfg: crate::bench::Config, libpython: &Path) -> ! {

@@ -29,9 +29,38 @@ impl<'rt, B: Backend> EnsureGuard<'rt, B> {
         self.ticket
     }
 
-    /// Detaches for the guard's lifetime (`Py_BEGIN_ALLOW_THREADS`), with
-    /// the span still open.
-    pub fn allow_threads(&self) -> crate::Result<SaveGuard<'rt, B>> {
+    /// Detaches for the returned guard's lifetime (`Py_BEGIN_ALLOW_THREADS`),
+    /// with the span still open. The [`SaveGuard`] borrows this guard, so the
+    /// span cannot be released while its save is open:
+    ///
+    /// ```
+    /// use tstate_core::Runtime;
+    /// let rt = Runtime::new();
+    /// let main = rt.main_interpreter().unwrap();
+    /// let eg = rt.ensure_guard(main).unwrap();
+    /// {
+    ///     let sg = eg.allow_threads().unwrap();
+    ///     assert!(!rt.is_attached(main));
+    ///     drop(sg); // re-attaches
+    /// }
+    /// assert!(rt.is_attached(main));
+    /// drop(eg);
+    /// assert!(!rt.is_attached(main));
+    /// ```
+    ///
+    /// Releasing the span first does not compile (the regression test is
+    /// `core/tests/ui/save_outlives_ensure_guard.rs`):
+    ///
+    /// ```compile_fail,E0505
+    /// # use tstate_core::Runtime;
+    /// # let rt = Runtime::new();
+    /// # let main = rt.main_interpreter().unwrap();
+    /// let eg = rt.ensure_guard(main).unwrap();
+    /// let sg = eg.allow_threads().unwrap();
+    /// drop(eg); // error[E0505]: cannot move out of `eg` because it is borrowed
+    /// drop(sg);
+    /// ```
+    pub fn allow_threads(&self) -> crate::Result<SaveGuard<'_, B>> {
         let ts = self.rt.save()?;
         Ok(SaveGuard {
             rt: self.rt,

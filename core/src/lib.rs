@@ -46,6 +46,8 @@ mod interp;
 mod model;
 mod registry;
 mod runtime;
+#[cfg(not(loom))]
+pub mod rust_api;
 mod sync;
 mod thread;
 mod tstate;

@@ -25,9 +25,9 @@
 //! get `PyThreadState`, `PyThreadState_New`, `_Activate`, `_Deactivate`,
 //! `_Delete`, `_Get` and `_GetErrorMessage(code, msg)`.
 //!
-//! Rust users: [`rust::ThreadState`] deletes on drop, and its
-//! [`activate`](rust::ThreadState::activate) returns a guard that
-//! deactivates on drop.
+//! Rust users: [`rust::ThreadState`] owns a thread state and its
+//! [`activate`](rust::ThreadState::activate) returns an activation that
+//! borrows it (see `docs/rust-api.md`).
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi;

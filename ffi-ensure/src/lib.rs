@@ -20,7 +20,7 @@
 //! `TSTATE_ENSURE_DISCUSSION_NAMES` before including `tstate_ensure.h` to get
 //! the discussion's spellings (`PyThreadState_Ensure`, `PyThreadState_Release`).
 //!
-//! Rust users: [`rust::ensure`] returns a guard that releases on drop.
+//! Rust users: [`rust::attach`] runs a closure attached (see `docs/rust-api.md`).
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi::{self, FatalHookCell};
@@ -50,6 +50,12 @@ fn ensure_code(interp: u64) -> c_int {
     c_abi::boundary(|| {
         with_global!(ThisFacade, rt => rt.ensure(InterpreterId::from_raw(interp))).map(|_| 0)
     })
+}
+
+/// `tse_release`'s body, returning the code instead of reporting misuse
+/// (the Rust API surfaces it).
+fn release_code() -> c_int {
+    c_abi::boundary(|| with_global!(ThisFacade, rt => rt.release()).map(|()| 0))
 }
 
 /// Ensures the calling thread is attached to `interp`; undo with
@@ -114,7 +120,7 @@ pub unsafe extern "C" fn tse_ensure_ex(interp: u64, err: *mut EnsureError) -> c_
 /// and aborts. A hook that returns makes this call a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn tse_release() {
-    let r = c_abi::boundary(|| with_global!(ThisFacade, rt => rt.release()).map(|()| 0));
+    let r = release_code();
     if r < 0 {
         FATAL.report(Error::from_code(r).unwrap_or(Error::Panic));
     }

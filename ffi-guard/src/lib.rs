@@ -36,6 +36,9 @@
 //! Guards, views and tokens are opaque: their addresses are generational
 //! ids, never dereferenced (so this ABI needs 64-bit pointers).
 //!
+//! Rust users: [`rust::View`], [`rust::Guard`] and [`rust::Token`], or the
+//! closure [`rust::attach`] (see `docs/rust-api.md`).
+//!
 //! C symbols carry the prefix `tsg_` (types `TSG_`). Define
 //! `TSTATE_GUARD_PEP788_NAMES` before including `tstate_guard.h` to get the
 //! PEP's spellings (`PyInterpreterGuard_FromView`,
@@ -46,6 +49,7 @@ use std::ffi::{c_char, c_int};
 use tstate_core::c_abi::{self, FatalHookCell};
 use tstate_core::{Error, GuardId, InterpreterId, Ticket, ViewId, with_global};
 
+pub mod rust;
 mod shared;
 pub use shared::*;
 
@@ -150,9 +154,12 @@ pub extern "C" fn tsg_guard_close(guard: *mut Guard) {
         set_last(0);
         return;
     }
-    void(
-        || with_global!(ThisFacade, rt => rt.close_guard(GuardId::from_raw(guard as usize as u64))),
-    )
+    void(|| close_guard(guard as usize as u64))
+}
+
+/// `tsg_guard_close`'s body for a non-NULL guard.
+fn close_guard(guard: u64) -> Result<(), Error> {
+    with_global!(ThisFacade, rt => rt.close_guard(GuardId::from_raw(guard)))
 }
 
 /// A view of the interpreter the calling thread is attached to.
@@ -205,7 +212,12 @@ pub extern "C" fn tsg_view_close(view: *mut View) {
         set_last(0);
         return;
     }
-    void(|| with_global!(ThisFacade, rt => rt.close_view(ViewId::from_raw(view as usize as u64))))
+    void(|| close_view(view as usize as u64))
+}
+
+/// `tsg_view_close`'s body for a non-NULL view.
+fn close_view(view: u64) -> Result<(), Error> {
+    with_global!(ThisFacade, rt => rt.close_view(ViewId::from_raw(view)))
 }
 
 /// Attaches the calling thread to `guard`'s interpreter, as PEP 788's
@@ -256,10 +268,14 @@ pub extern "C" fn tsg_ensure_from_view(view: *mut View) -> *mut Token {
 /// makes this call a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_release(token: *mut Token) {
-    void(|| {
-        let t = u32::try_from(raw(token)?).map_err(|_| Error::InvalidHandle)?;
-        with_global!(ThisFacade, rt => rt.release_token(Ticket::from_raw(t)))
-    })
+    void(|| release_token(token))
+}
+
+/// `tsg_release`'s body, returning the error instead of reporting misuse
+/// (the Rust API surfaces it).
+fn release_token(token: *mut Token) -> Result<(), Error> {
+    let t = u32::try_from(raw(token)?).map_err(|_| Error::InvalidHandle)?;
+    with_global!(ThisFacade, rt => rt.release_token(Ticket::from_raw(t)))
 }
 
 /// The code of the calling thread's last failed call of this facade's

@@ -17,8 +17,8 @@
 //! `TSTATE_HANDLE_DISCUSSION_NAMES` before including `tstate_handle.h` to get
 //! `PyThreadState_Ensure` / `PyThreadState_Release`.
 //!
-//! Rust users: [`rust::ensure`] returns a guard that releases its handle on
-//! drop.
+//! Rust users: [`rust::attach`] runs a closure attached; [`rust::ensure`]
+//! returns a guard owning its handle (see `docs/rust-api.md`).
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi;
