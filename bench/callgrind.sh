@@ -4,8 +4,11 @@
 # Each case runs N1 and N2 operations; (Ir(N2) - Ir(N1)) / (N2 - N1) cancels
 # start-up (runtime, libpython initialization, thread creation).
 #
-#   bash bench/callgrind.sh            # all cases
+#   bash bench/callgrind.sh            # all cases, the designs on the model
 #   bash bench/callgrind.sh ensure-A   # some
+#   TSTATE_BACKEND=cpython bash bench/callgrind.sh   # the designs on CPython 3.11
+# (TSTATE_BACKEND=cpython makes every facade use the linked libpython 3.11
+# or fail: it never falls back to the model.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
@@ -22,9 +25,15 @@ if [ ${#cases[@]} -eq 0 ]; then
            ensure-A ensure-B ensure-C handle-A handle-B handle-C
            activate-A activate-B activate-C guard-A guard-B guard-C
            cpython-A cpython-B cpython-C cpython-D cpython-save)
+    # a thread that uses 1,000 interpreters: model only (1,000 CPython
+    # subinterpreters under valgrind take too long)
+    if [ "${TSTATE_BACKEND:-model}" = model ]; then
+        cases+=(ensure-A1000 ensure-B1000 ensure-C1000 handle-A1000 handle-B1000 handle-C1000)
+    fi
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+printf 'designs on the %s backend\n\n' "${TSTATE_BACKEND:-model}"
 printf '| case | instructions per operation |\n|---|--:|\n'
 for c in "${cases[@]}"; do
     ir=()

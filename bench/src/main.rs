@@ -106,6 +106,127 @@ fn latency_benches() -> Vec<Bench> {
     v
 }
 
+// ----- a thread that uses 1,000 interpreters ----------------------------
+
+/// Interpreters the calling thread has used before a `*1000` case runs.
+const WIDE: usize = 1000;
+
+/// Makes the calling thread use [`WIDE`] subinterpreters of `facade`'s
+/// runtime (an ensure and release on each, which leaves the thread a
+/// per-interpreter record and a kept thread state for every one), once per
+/// thread; the case then runs on main as usual, so its cost against the
+/// plain case is what the thread's wider tables add (first-use and
+/// re-attach paths scan them).
+fn use_many_interpreters(facade: &str) {
+    thread_local! {
+        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if DONE.with(|d| d.replace(true)) {
+        return;
+    }
+    // TSTATE_BENCH_WIDE=n: another number of interpreters (to measure how
+    // first use scales: bench/tests/scale_instructions.rs)
+    let wide = std::env::var("TSTATE_BENCH_WIDE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(WIDE);
+    use tstate_ffi_ensure as e;
+    use tstate_ffi_handle as h;
+    for _ in 0..wide {
+        let mut id = 0;
+        // SAFETY: `id` is valid for writing; NULL errmsg is allowed.
+        unsafe {
+            match facade {
+                "ensure" => {
+                    assert_eq!(e::tse_create_interpreter(e::LOCK_OWN, &mut id), 0);
+                    assert_eq!(e::tse_ensure(id, std::ptr::null_mut()), 0);
+                    e::tse_release();
+                }
+                _ => {
+                    assert_eq!(h::tsh_create_interpreter(h::LOCK_OWN, &mut id), 0);
+                    let t = h::tsh_ensure(id, std::ptr::null_mut());
+                    assert!(t >= 0);
+                    assert_eq!(h::tsh_release(t), 0);
+                }
+            }
+        }
+    }
+}
+
+/// `facade`'s `case` run by a thread that uses [`WIDE`] interpreters.
+fn wide(facade: &'static str, case: &'static str, iters: u64, interp: u64) -> Duration {
+    use_many_interpreters(facade);
+    let b = bench::comparison_benches()
+        .into_iter()
+        .find(|b| b.facade == facade && b.case == case)
+        .expect("the plain case");
+    (b.run)(iters, interp)
+}
+
+macro_rules! wide_case {
+    ($name:ident, $facade:literal, $case:literal) => {
+        fn $name(iters: u64, interp: u64) -> Duration {
+            wide($facade, $case, iters, interp)
+        }
+    };
+}
+wide_case!(ensure_a_wide, "ensure", "A");
+wide_case!(ensure_b_wide, "ensure", "B");
+wide_case!(ensure_c_wide, "ensure", "C");
+wide_case!(handle_a_wide, "handle", "A");
+wide_case!(handle_b_wide, "handle", "B");
+wide_case!(handle_c_wide, "handle", "C");
+
+/// The `*1000` cases: A, B, C of the ensure and handle designs on a thread
+/// that uses 1,000 interpreters (model: creating 1,000 CPython
+/// subinterpreters under valgrind is out of reach, see `bench/callgrind.sh`).
+fn wide_benches() -> Vec<Bench> {
+    let b = |facade, case, what, run| Bench {
+        facade,
+        case,
+        what,
+        run,
+    };
+    vec![
+        b(
+            "ensure",
+            "A1000",
+            "A on a thread that uses 1,000 interpreters",
+            ensure_a_wide as fn(u64, u64) -> Duration,
+        ),
+        b(
+            "ensure",
+            "B1000",
+            "B on a thread that uses 1,000 interpreters",
+            ensure_b_wide,
+        ),
+        b(
+            "ensure",
+            "C1000",
+            "C on a thread that uses 1,000 interpreters",
+            ensure_c_wide,
+        ),
+        b(
+            "handle",
+            "A1000",
+            "A on a thread that uses 1,000 interpreters",
+            handle_a_wide,
+        ),
+        b(
+            "handle",
+            "B1000",
+            "B on a thread that uses 1,000 interpreters",
+            handle_b_wide,
+        ),
+        b(
+            "handle",
+            "C1000",
+            "C on a thread that uses 1,000 interpreters",
+            handle_c_wide,
+        ),
+    ]
+}
+
 fn find(ms: &[Measurement], facade: &str, case: &str) -> Option<Measurement> {
     ms.iter()
         .find(|m| m.facade == facade && m.case == case)
@@ -520,12 +641,25 @@ fn init_facades() {
 /// Runs N operations of one latency case (for callgrind).
 fn count(case: &str, n: u64) {
     choose_backend();
+    // CPython is initialized only when the case needs it (its own API, or
+    // the designs on the CPython backend): its start-up is most of a short
+    // run's instructions under valgrind
+    let needs_python =
+        case.starts_with("cpython") || std::env::var("TSTATE_BACKEND").as_deref() == Ok("cpython");
     #[cfg(has_libpython)]
-    cpython::init();
+    if needs_python {
+        cpython::init();
+    } else {
+        init_facades();
+    }
     #[cfg(not(has_libpython))]
-    init_facades();
+    {
+        let _ = needs_python;
+        init_facades();
+    }
     let Some(b) = latency_benches()
         .into_iter()
+        .chain(wide_benches())
         .find(|b| format!("{}-{}", b.facade, b.case) == case)
     else {
         eprintln!("unknown case {case}");
@@ -556,6 +690,10 @@ fn report(a: &Args) {
     };
     eprintln!("latency: {} rounds × {} ops …", a.rounds, a.iters);
     let lat = bench::run(&latency_benches(), cfg, &mut |_| {});
+    eprintln!("wide (W): a thread that uses {WIDE} interpreters …");
+    let mut wb: Vec<Bench> = bench::comparison_benches().into_iter().take(1).collect();
+    wb.extend(wide_benches());
+    let wide_m = bench::run(&wb, cfg, &mut |_| {});
     eprintln!("scale (G): 10,000 interpreters, 1,000 thread states …");
     let cleanup = populate();
     let designs_only: Vec<Bench> = bench::comparison_benches();
@@ -724,6 +862,37 @@ fn report(a: &Args) {
                 "| {} | {} | {:.2} | {:.2} | {:.2} |",
                 m.facade,
                 m.case,
+                base.ratio,
+                m.ratio,
+                m.ratio / base.ratio
+            )
+            .unwrap();
+        }
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if md {
+            "### W: one thread that uses 1,000 interpreters (a per-interpreter record and a kept thread state each) vs one\n"
+        } else {
+            "W: A THREAD USING 1,000 INTERPRETERS VS 1"
+        }
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| design | case | × mutex, thread uses 1 | × mutex, thread uses 1,000 | ratio |\n{}",
+        sep(5)
+    )
+    .unwrap();
+    for m in wide_m.iter().filter(|m| m.facade != "baseline") {
+        let plain = m.case.trim_end_matches("1000");
+        if let Some(base) = find(&lat, m.facade, plain) {
+            writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.2} | {:.2} |",
+                m.facade,
+                plain,
                 base.ratio,
                 m.ratio,
                 m.ratio / base.ratio

@@ -63,6 +63,13 @@ pub struct Registry<B: Backend> {
     /// Bound on the wait of a finalization that CPython starts (the atexit
     /// callback), in milliseconds.
     pub(crate) exit_bound_ms: AtomicU64,
+    /// Bumped whenever records can have become prunable behind a thread's
+    /// back (an interpreter removed, thread-state records marked deleted
+    /// by a finalization or after `fork`): a thread's `prune` skips its
+    /// scans while this is unchanged since its last one. A hint (Relaxed):
+    /// pruning is memory hygiene, never needed for correctness (every
+    /// lookup checks the gate and the record's deleted flag itself).
+    pub(crate) epoch: AtomicU64,
     pub(crate) counters: Counters,
 }
 
@@ -103,6 +110,7 @@ impl<B: Backend> Registry<B> {
             faults: AtomicU64::new(0),
             closed: AtomicU8::new(0),
             exit_bound_ms: AtomicU64::new(5_000),
+            epoch: AtomicU64::new(0),
             counters: Counters::default(),
         }
     }
@@ -282,6 +290,9 @@ impl<B: Backend> Registry<B> {
             }
             !mine
         });
+        // a hint, not synchronization: a thread that reads an old value
+        // only prunes later; every lookup checks the gate itself
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     // ----- thread states ----------------------------------------------------
@@ -343,6 +354,7 @@ impl<B: Backend> Registry<B> {
             }
             !foreign
         });
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     #[cfg(not(loom))]

@@ -38,7 +38,31 @@ use crate::sync::{Arc, Deadline};
 use crate::tstate::{TState, TsKind};
 use crate::types::{InterpreterId, ReusePolicy, SpanKind, ThreadStateId, Ticket};
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+/// The hasher of a thread's interpreter index: its keys are interpreter
+/// ids (a slot index and a generation, chosen by this library, never by
+/// an adversary), so a multiply-and-fold is enough and costs a few
+/// instructions, against SipHash's few dozen.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        let x = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 32);
+    }
+}
 
 /// "No index" in the thread-local tables.
 const NONE: u32 = u32::MAX;
@@ -330,6 +354,21 @@ pub(crate) struct RtCtx<B: Backend> {
     tag: u16,
     locals: Vec<Option<Local<B>>>,
     interps: Vec<Option<InterpLocal<B>>>,
+    /// Raw interpreter id → its index in `interps`, so that a first use or
+    /// a top-level ensure finds the entry in O(1) however many
+    /// interpreters the thread uses (a scan of `interps` cost about nine
+    /// instructions per entry: `bench/callgrind.sh` case `ensure-C1000`).
+    interp_index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    /// Free slots of `locals` and of `interps` (capacity kept at least the
+    /// vector's length, so pushing a freed slot never allocates): a new
+    /// record takes one in O(1) instead of scanning for a `None`.
+    free_locals: Vec<u32>,
+    free_interps: Vec<u32>,
+    /// Borrowed thread-state records in `locals` (prune must look at them
+    /// whatever the epoch: they go as soon as nothing uses them).
+    borrowed: u32,
+    /// `Registry::epoch` at this thread's last full prune.
+    pruned_epoch: u64,
     frames: Vec<Frame>,
     saved: Vec<u32>,
     current: u32,
@@ -628,6 +667,11 @@ impl<B: Backend> RtCtx<B> {
             tag,
             locals: Vec::new(),
             interps: Vec::new(),
+            interp_index: HashMap::default(),
+            free_locals: Vec::new(),
+            free_interps: Vec::new(),
+            borrowed: 0,
+            pruned_epoch: u64::MAX,
             frames: Vec::with_capacity(8),
             saved: Vec::new(),
             current: NONE,
@@ -994,24 +1038,43 @@ impl<B: Backend> RtCtx<B> {
         kind: TsKind,
         data: B::TState,
     ) -> Result<u32> {
-        let slot = self.locals.iter().position(Option::is_none);
+        let slot = self.free_locals.last().copied();
         if slot.is_none() {
             self.locals.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            let want = self.locals.len() + 1;
+            self.free_locals
+                .try_reserve(want.saturating_sub(self.free_locals.len()))
+                .map_err(|_| Error::NoMemory)?;
         }
         let ts = self
             .reg
             .insert_tstate(interp, self.info.number, kind, data)?;
+        if kind == TsKind::Borrowed {
+            self.borrowed += 1;
+        }
         let local = Some(Local { ts, il });
         Ok(match slot {
             Some(i) => {
-                self.locals[i] = local;
-                i as u32
+                self.free_locals.pop();
+                self.locals[i as usize] = local;
+                i
             }
             None => {
                 self.locals.push(local);
                 (self.locals.len() - 1) as u32
             }
         })
+    }
+
+    /// Empties slot `idx` of `locals`, returning its record.
+    fn take_local(&mut self, idx: u32) -> Local<B> {
+        let l = self.locals[idx as usize].take().expect("live local");
+        if l.ts.kind == TsKind::Borrowed {
+            self.borrowed -= 1;
+        }
+        // never allocates: capacity ≥ locals.len() (new_local)
+        self.free_locals.push(idx);
+        l
     }
 
     /// Detaches the attached `ts` at the end of an Enter span and drops the
@@ -1344,7 +1407,7 @@ impl<B: Backend> RtCtx<B> {
     }
 
     fn delete_local(&mut self, idx: u32) {
-        let l = self.locals[idx as usize].take().expect("live local");
+        let l = self.take_local(idx);
         if !l.ts.is_deleted() {
             self.reg.remove_tstate(&l.ts);
         }
@@ -1457,23 +1520,26 @@ impl<B: Backend> RtCtx<B> {
     /// This thread's entry for interpreter `id`, creating it (an allocation
     /// point) after a registry lookup on first use.
     fn interp_local(&mut self, id: InterpreterId) -> Result<u32> {
-        if let Some(i) = self
-            .interps
-            .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.interp.id == id))
-        {
-            if self.il(i as u32).interp.gate.is_gone() {
+        if let Some(&i) = self.interp_index.get(&id.as_raw()) {
+            if self.il(i).interp.gate.is_gone() {
                 return Err(Error::NoSuchInterpreter);
             }
-            return Ok(i as u32);
+            return Ok(i);
         }
         let interp = self.reg.lookup(id)?;
         self.prune();
         self.reg.alloc_point()?;
-        let slot = self.interps.iter().position(Option::is_none);
+        let slot = self.free_interps.last().copied();
         if slot.is_none() {
             self.interps.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            let want = self.interps.len() + 1;
+            self.free_interps
+                .try_reserve(want.saturating_sub(self.free_interps.len()))
+                .map_err(|_| Error::NoMemory)?;
         }
+        self.interp_index
+            .try_reserve(1)
+            .map_err(|_| Error::NoMemory)?;
         let cell = Arc::new(HoldCell {
             thread: self.info.clone(),
             spans: AtomicU32::new(0),
@@ -1487,16 +1553,19 @@ impl<B: Backend> RtCtx<B> {
             spans: 0,
             home: NONE,
         });
-        Ok(match slot {
+        let i = match slot {
             Some(i) => {
-                self.interps[i] = e;
-                i as u32
+                self.free_interps.pop();
+                self.interps[i as usize] = e;
+                i
             }
             None => {
                 self.interps.push(e);
                 (self.interps.len() - 1) as u32
             }
-        })
+        };
+        self.interp_index.insert(id.as_raw(), i);
+        Ok(i)
     }
 
     /// Drops the records nothing refers to any more: library-owned thread
@@ -1505,6 +1574,16 @@ impl<B: Backend> RtCtx<B> {
     /// states the caller created stay until the caller deletes them (their
     /// handle keeps answering `NoSuchInterpreter` / deletes with 0).
     fn prune(&mut self) {
+        // nothing can have become prunable since the last full prune unless
+        // the registry's epoch moved (or borrowed records exist): skip the
+        // scans, so a thread using n interpreters pays O(1) per first use
+        let epoch = self.reg.epoch.load(Ordering::Relaxed);
+        if epoch == self.pruned_epoch && self.borrowed == 0 {
+            return;
+        }
+        // a prunable record still in use is left for a later prune, which
+        // must then scan again whatever the epoch
+        let mut deferred = false;
         for i in 0..self.locals.len() {
             let idx = i as u32;
             let Some(l) = &self.locals[i] else { continue };
@@ -1513,8 +1592,10 @@ impl<B: Backend> RtCtx<B> {
                 TsKind::Borrowed => true,
                 TsKind::Explicit => false,
             };
-            if droppable && !self.in_use(idx) {
-                let l = self.locals[i].take().expect("checked");
+            if droppable && self.in_use(idx) {
+                deferred = true;
+            } else if droppable {
+                let l = self.take_local(idx);
                 if l.ts.kind == TsKind::Borrowed && !l.ts.is_deleted() {
                     self.reg.remove_tstate(&l.ts);
                 }
@@ -1526,12 +1607,26 @@ impl<B: Backend> RtCtx<B> {
         }
         for i in 0..self.interps.len() {
             let Some(e) = &self.interps[i] else { continue };
+            // only a gone interpreter's entry can go: test that first, so
+            // that a thread using n interpreters pays O(n) here, not O(n²)
+            // (the references are scanned for gone entries only)
+            if !e.interp.gate.is_gone() {
+                continue;
+            }
             let referenced = self.frames.iter().any(|f| f.il == i as u32)
                 || self.locals.iter().flatten().any(|l| l.il == i as u32);
-            if e.interp.gate.is_gone() && !referenced {
+            if referenced {
+                deferred = true;
+            } else {
                 let e = self.interps[i].take().expect("checked");
+                self.interp_index.remove(&e.interp.id.as_raw());
+                // never allocates: capacity ≥ interps.len() (interp_local)
+                self.free_interps.push(i as u32);
                 e.interp.remove_cell(&e.cell);
             }
+        }
+        if !deferred {
+            self.pruned_epoch = epoch;
         }
     }
 

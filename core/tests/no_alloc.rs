@@ -11,6 +11,8 @@ struct Counting;
 
 thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated minus bytes freed by this thread.
+    static LIVE: Cell<i64> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards every call unchanged to the system allocator; the only
@@ -19,15 +21,18 @@ thread_local! {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        let _ = LIVE.try_with(|c| c.set(c.get() + l.size() as i64));
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        let _ = LIVE.try_with(|c| c.set(c.get() - l.size() as i64));
         // SAFETY: same contract as our caller's.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        let _ = LIVE.try_with(|c| c.set(c.get() + n as i64 - l.size() as i64));
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -76,5 +81,42 @@ fn repeated_fresh_nested_and_reattach_paths_allocate_nothing() {
         allocs() - before,
         0,
         "allocations on the ensure/release paths"
+    );
+}
+
+/// A thread that keeps using short-lived interpreters (each created,
+/// entered, left and finalized) keeps its per-thread tables bounded: the
+/// records of finalized interpreters are pruned, also when the prune that
+/// first saw them had to leave one for later because a span still used it.
+#[test]
+fn a_thread_cycling_through_short_lived_interpreters_does_not_grow() {
+    let rt = Runtime::new();
+    let main = rt.main_interpreter().unwrap();
+    let cycle = |k: usize| {
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let t = rt.ensure(sub).unwrap();
+        rt.release_ticket(t).unwrap();
+        if k % 2 == 0 {
+            // finalized while this thread is inside a span of main: the
+            // next prune runs with a frame open
+            let m = rt.ensure(main).unwrap();
+            rt.finalize(sub, None).unwrap();
+            rt.release_ticket(m).unwrap();
+        } else {
+            rt.finalize(sub, None).unwrap();
+        }
+    };
+    for k in 0..64 {
+        cycle(k);
+    }
+    let live = || LIVE.with(Cell::get);
+    let before = live();
+    for k in 0..2000 {
+        cycle(k);
+    }
+    let grown = live() - before;
+    assert!(
+        grown < 4096,
+        "2,000 create/enter/finalize cycles left {grown} bytes live on this thread"
     );
 }

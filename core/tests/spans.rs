@@ -302,3 +302,47 @@ fn free_threaded_interpreter_has_all_threads_attached_at_once() {
         assert_eq!(rt.diagnostics().exclusion_violations, 0);
     });
 }
+
+/// A thread that uses many interpreters keeps finding the right record for
+/// each (its per-thread index, not a scan): after some of them are
+/// finalized and their records pruned, their slots are reused by new
+/// interpreters, and neither an old id nor a new one reaches the other's
+/// record (an index left stale by pruning would attach a finalized id to the
+/// new interpreter in its slot).
+#[test]
+fn a_thread_using_many_interpreters_finds_each_after_slots_are_reused() {
+    let rt = Runtime::new();
+    let make = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|_| rt.create_interpreter(LockMode::Own).unwrap())
+            .collect()
+    };
+    let first = make(300);
+    for &id in &first {
+        let t = rt.ensure(id).unwrap();
+        assert!(rt.is_attached(id));
+        rt.release_ticket(t).unwrap();
+    }
+    let (gone, kept): (Vec<_>, Vec<_>) = first.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for &(_, &id) in &gone {
+        rt.finalize(id, None).unwrap();
+    }
+    // new interpreters: their first use prunes the gone records and reuses
+    // their slots
+    let second = make(150);
+    for &id in &second {
+        let t = rt.ensure(id).unwrap();
+        assert!(rt.is_attached(id) && rt.current().unwrap().1 == id);
+        assert_eq!(rt.work(id), Ok(1), "a new interpreter starts fresh");
+        rt.release_ticket(t).unwrap();
+    }
+    for &(_, &id) in &gone {
+        assert_eq!(rt.ensure(id), Err(Error::NoSuchInterpreter));
+    }
+    for &(_, &id) in &kept {
+        let t = rt.ensure(id).unwrap();
+        assert_eq!(rt.current().unwrap().1, id);
+        rt.release_ticket(t).unwrap();
+    }
+    assert_eq!(rt.current(), None);
+}
