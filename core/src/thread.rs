@@ -369,6 +369,9 @@ pub(crate) struct RtCtx<B: Backend> {
     borrowed: u32,
     /// `Registry::epoch` at this thread's last full prune.
     pruned_epoch: u64,
+    /// The `interps` entry `interp_local` found last (checked before the
+    /// index; may name an empty or reused slot, then it simply misses).
+    last_il: u32,
     frames: Vec<Frame>,
     saved: Vec<u32>,
     current: u32,
@@ -672,6 +675,7 @@ impl<B: Backend> RtCtx<B> {
             free_interps: Vec::new(),
             borrowed: 0,
             pruned_epoch: u64::MAX,
+            last_il: 0,
             frames: Vec::with_capacity(8),
             saved: Vec::new(),
             current: NONE,
@@ -1520,10 +1524,22 @@ impl<B: Backend> RtCtx<B> {
     /// This thread's entry for interpreter `id`, creating it (an allocation
     /// point) after a registry lookup on first use.
     fn interp_local(&mut self, id: InterpreterId) -> Result<u32> {
-        if let Some(&i) = self.interp_index.get(&id.as_raw()) {
+        // the entry used last (a pool thread's usual case), then the index
+        let last = self
+            .interps
+            .get(self.last_il as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.interp.id == id);
+        let hit = if last {
+            Some(self.last_il)
+        } else {
+            self.interp_index.get(&id.as_raw()).copied()
+        };
+        if let Some(i) = hit {
             if self.il(i).interp.gate.is_gone() {
                 return Err(Error::NoSuchInterpreter);
             }
+            self.last_il = i;
             return Ok(i);
         }
         let interp = self.reg.lookup(id)?;
@@ -1565,6 +1581,7 @@ impl<B: Backend> RtCtx<B> {
             }
         };
         self.interp_index.insert(id.as_raw(), i);
+        self.last_il = i;
         Ok(i)
     }
 
