@@ -54,6 +54,10 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// This backend's thread-local context slot.
     fn ctx_slot() -> &'static CtxSlot;
 
+    /// The slot's context pointer for this thread, read directly (null: no
+    /// context yet; `None` while thread-local storage is being torn down).
+    fn ctx_ptr() -> Option<*mut ()>;
+
     // ----- locks -----------------------------------------------------------
 
     /// The interpreter whose lock `i` uses (itself, main, or none).

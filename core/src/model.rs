@@ -33,7 +33,7 @@ pub struct ModelTState {
     scratch: AtomicU64,
 }
 
-ctx_slot!(fn model_slot);
+ctx_slot!(fn model_slot, fn model_ctx_ptr);
 
 impl Backend for Model {
     type Interp = ModelInterp;
@@ -44,6 +44,11 @@ impl Backend for Model {
 
     fn ctx_slot() -> &'static CtxSlot {
         model_slot()
+    }
+
+    #[inline(always)]
+    fn ctx_ptr() -> Option<*mut ()> {
+        model_ctx_ptr()
     }
 
     fn lock_group(i: &Interp<Self>) -> Option<&Interp<Self>> {

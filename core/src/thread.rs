@@ -80,6 +80,12 @@ pub struct CtxCell {
 }
 
 impl CtxCell {
+    /// The context pointer (null: this thread has none yet).
+    #[inline(always)]
+    pub(crate) fn get(&self) -> *mut () {
+        self.ptr.get()
+    }
+
     pub(crate) const fn new() -> Self {
         Self {
             ptr: Cell::new(std::ptr::null_mut()),
@@ -132,26 +138,33 @@ impl CtxSlot {
     }
 }
 
-/// Declares `fn $f() -> &'static CtxSlot`: a backend's own thread-local
-/// slot (each backend has one, so their contexts never mix).
+/// Declares `fn $f() -> &'static CtxSlot`, a backend's own thread-local
+/// slot (each backend has one, so their contexts never mix), and
+/// `fn $p() -> Option<*mut ()>`, the same cell's pointer read directly (the
+/// hot path: through the slot's `&LocalKey` the access is an indirect call
+/// that cannot be inlined). One invocation per module.
 macro_rules! ctx_slot {
-    (fn $f:ident) => {
+    (fn $f:ident, fn $p:ident) => {
+        #[cfg(not(loom))]
+        std::thread_local! {
+            static CTX_TLS: $crate::thread::CtxCell = const { $crate::thread::CtxCell::new() };
+        }
+        #[cfg(loom)]
+        loom::thread_local! {
+            static CTX_TLS: $crate::thread::CtxCell = $crate::thread::CtxCell::new();
+        }
         fn $f() -> &'static $crate::thread::CtxSlot {
-            #[cfg(not(loom))]
-            std::thread_local! {
-                static TLS: $crate::thread::CtxCell = const { $crate::thread::CtxCell::new() };
-            }
-            #[cfg(loom)]
-            loom::thread_local! {
-                static TLS: $crate::thread::CtxCell = $crate::thread::CtxCell::new();
-            }
             #[cfg(not(loom))]
             static KEY: std::sync::OnceLock<libc::pthread_key_t> = std::sync::OnceLock::new();
             #[cfg(not(loom))]
-            static SLOT: $crate::thread::CtxSlot = $crate::thread::CtxSlot::new(&TLS, &KEY);
+            static SLOT: $crate::thread::CtxSlot = $crate::thread::CtxSlot::new(&CTX_TLS, &KEY);
             #[cfg(loom)]
-            static SLOT: $crate::thread::CtxSlot = $crate::thread::CtxSlot::new(&TLS);
+            static SLOT: $crate::thread::CtxSlot = $crate::thread::CtxSlot::new(&CTX_TLS);
             &SLOT
+        }
+        #[inline(always)]
+        fn $p() -> Option<*mut ()> {
+            CTX_TLS.try_with(|c| c.get()).ok()
         }
     };
 }
@@ -509,10 +522,7 @@ pub(crate) fn with_ctx<B: Backend, R>(
     reg: &Arc<Registry<B>>,
     f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
 ) -> Result<R> {
-    let p = B::ctx_slot()
-        .tls
-        .try_with(|c| c.ptr.get())
-        .map_err(|_| Error::WrongThread)?;
+    let p = B::ctx_ptr().ok_or(Error::WrongThread)?;
     let t: &mut ThreadCtx<B> = if p.is_null() {
         new_thread_ctx::<B>()?
     } else {
@@ -569,7 +579,7 @@ pub(crate) fn with_existing<B: Backend, R>(
     reg: &Arc<Registry<B>>,
     f: impl FnOnce(&mut RtCtx<B>) -> R,
 ) -> Option<R> {
-    let p = B::ctx_slot().tls.try_with(|c| c.ptr.get()).ok()?;
+    let p = B::ctx_ptr()?;
     if p.is_null() {
         return None;
     }
@@ -595,10 +605,7 @@ pub(crate) fn finalizer_identity<B: Backend>() -> u64 {
     }
     #[cfg(loom)]
     {
-        let p = B::ctx_slot()
-            .tls
-            .try_with(|c| c.ptr.get())
-            .unwrap_or(std::ptr::null_mut());
+        let p = B::ctx_ptr().unwrap_or(std::ptr::null_mut());
         if p.is_null() {
             crate::sync::next_thread_number()
         } else {
@@ -628,7 +635,7 @@ pub(crate) fn fork_child_view<B: Backend>(reg: &Registry<B>) -> ForkView<B> {
         holds: Vec::new(),
         locked: None,
     };
-    let Ok(p) = B::ctx_slot().tls.try_with(|c| c.ptr.get()) else {
+    let Some(p) = B::ctx_ptr() else {
         return view;
     };
     if p.is_null() {

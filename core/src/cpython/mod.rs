@@ -90,7 +90,7 @@ pub struct CpyTState {
     pub(crate) ptr: AtomicUsize,
 }
 
-ctx_slot!(fn cpython_slot);
+ctx_slot!(fn cpython_slot, fn cpython_ctx_ptr);
 
 impl CpyTState {
     fn get(&self) -> *mut PyThreadState {
@@ -107,6 +107,11 @@ impl Backend for CPython {
 
     fn ctx_slot() -> &'static CtxSlot {
         cpython_slot()
+    }
+
+    #[inline(always)]
+    fn ctx_ptr() -> Option<*mut ()> {
+        cpython_ctx_ptr()
     }
 
     fn lock_group(i: &Interp<Self>) -> Option<&Interp<Self>> {
