@@ -106,6 +106,17 @@ def _():
     return last
 
 
+@check("model_backend_refused")
+def _():
+    # the package needs the CPython backend: forcing the model is refused
+    env = dict(os.environ, TSTATE_BACKEND="model")
+    p = subprocess.run([sys.executable, "-c", "import tstate"], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode != 0, p.stdout
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError:") and "model backend" in last, last
+    return last
+
+
 @check("table_older_than_header")
 def _():
     try:

@@ -302,6 +302,7 @@ pub fn expected_checks(minor: u32) -> Vec<&'static str> {
         "exit_bound",
         "one_runtime",
         "missing_package",
+        "model_backend_refused",
         "table_older_than_header",
         "example_c",
         "example_cython",
