@@ -190,14 +190,9 @@ impl<B: Backend> Runtime<B> {
     /// assert_eq!(rt.interpreters(), vec![main, sub]);
     /// ```
     pub fn interpreters(&self) -> Vec<InterpreterId> {
-        let mut v: Vec<(bool, InterpreterId)> = self
-            .reg
-            .interpreters()
-            .iter()
-            .map(|i| (!i.is_main, i.id))
-            .collect();
-        v.sort_by_key(|&(sub, id)| (sub, id.as_raw()));
-        v.into_iter().map(|(_, id)| id).collect()
+        let mut v = self.reg.interpreters();
+        v.sort_by_key(|i| (!i.is_main, i.id.as_raw()));
+        v.iter().map(|i| i.id).collect()
     }
 
     /// `Running` or `Finalizing`; a gone interpreter gives `NoSuchInterpreter`.

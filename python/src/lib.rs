@@ -49,12 +49,12 @@ pub struct Table {
     /// The functions, as untyped pointers; `tstate_capi.h` gives each its
     /// C type (the facades' cbindgen prototypes, which come from the very
     /// functions listed here).
-    pub functions: [Fn; capi_table::FUNCTIONS],
+    pub functions: [FnPtr; capi_table::FUNCTIONS],
 }
 
 /// One function pointer of the table.
 #[repr(transparent)]
-pub struct Fn(pub *const c_void);
+pub struct FnPtr(pub *const c_void);
 
 // SAFETY: the table is immutable and holds only addresses of functions,
 // which any thread may read and call (each function states its own thread
@@ -297,19 +297,21 @@ fn diagnostics_json() -> String {
             Global::Unavailable => out.push_str("null"),
         }
     }
+    type Writer = fn(&mut String);
+    let designs: [(&str, Writer); 4] = [
+        ("ensure", one::<tstate_ffi_ensure::ThisFacade>),
+        ("handle", one::<tstate_ffi_handle::ThisFacade>),
+        ("activate", one::<tstate_ffi_activate::ThisFacade>),
+        ("guard", one::<tstate_ffi_guard::ThisFacade>),
+    ];
     let mut out = String::from("{");
-    for (n, name) in ["ensure", "handle", "activate", "guard"].iter().enumerate() {
+    for (n, (name, write)) in designs.iter().enumerate() {
         if n > 0 {
             out.push(',');
         }
         json_str(&mut out, name);
         out.push(':');
-        match n {
-            0 => one::<tstate_ffi_ensure::ThisFacade>(&mut out),
-            1 => one::<tstate_ffi_handle::ThisFacade>(&mut out),
-            2 => one::<tstate_ffi_activate::ThisFacade>(&mut out),
-            _ => one::<tstate_ffi_guard::ThisFacade>(&mut out),
-        }
+        write(&mut out);
     }
     out.push('}');
     out
@@ -332,7 +334,8 @@ unsafe extern "C" fn py_diagnostics_json(
 
 /// `_tstate.set_exit_bound(ms)`: the bound, in milliseconds, on how long a
 /// finalization CPython starts waits for open spans, for every design
-/// (negative: the default, 5,000). Returns None.
+/// (negative: the default, 5,000, as each facade's `*_set_exit_bound`
+/// treats it). Returns None.
 unsafe extern "C" fn py_set_exit_bound(_m: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls a METH_O function attached, `arg` borrowed.
     unsafe {
@@ -342,7 +345,6 @@ unsafe extern "C" fn py_set_exit_bound(_m: *mut PyObject, arg: *mut PyObject) ->
             if ms == -1 && !PyErr_Occurred().is_null() {
                 return ptr::null_mut();
             }
-            let ms = if ms < 0 { 5_000 } else { ms };
             for set in [
                 tstate_ffi_ensure::tse_set_exit_bound,
                 tstate_ffi_handle::tsh_set_exit_bound,
