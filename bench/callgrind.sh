@@ -23,7 +23,7 @@ cases=("$@")
 if [ ${#cases[@]} -eq 0 ]; then
     cases=(baseline-mutex baseline-tls baseline-cas
            ensure-A ensure-B ensure-C handle-A handle-B handle-C
-           activate-A activate-B activate-C guard-A guard-B guard-C
+           activate-A activate-B activate-C guard-A guard-B guard-C guard-V
            cpython-A cpython-B cpython-C cpython-D cpython-save)
     # a thread that uses 1,000 interpreters: model only (1,000 CPython
     # subinterpreters under valgrind take too long)

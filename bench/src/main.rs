@@ -70,6 +70,7 @@ fn latency_benches() -> Vec<Bench> {
         },
     ];
     v.splice(1..1, extra);
+    v.push(bench::guard_from_view_bench());
     #[cfg(has_libpython)]
     v.extend([
         Bench {

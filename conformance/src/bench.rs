@@ -222,6 +222,34 @@ mod guard {
             t0.elapsed()
         })
     }
+    /// PEP 788's other entry: `EnsureFromView` + `Release` on a thread
+    /// holding nothing (each ensure takes a guard from the view, the
+    /// release closes it).
+    pub fn from_view(iters: u64, interp: u64) -> Duration {
+        let v = tsg_view_from_interpreter(interp);
+        assert!(!v.is_null());
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            let t = tsg_ensure_from_view(black_box(v));
+            assert!(!t.is_null());
+            tsg_release(t);
+        }
+        let d = t0.elapsed();
+        tsg_view_close(v);
+        d
+    }
+}
+
+/// The guard design's `EnsureFromView` + `Release` on a thread holding
+/// nothing (case `V`; not in [`comparison_benches`]: the other designs
+/// have no equivalent).
+pub fn guard_from_view_bench() -> Bench {
+    Bench {
+        facade: "guard",
+        case: "V",
+        what: "EnsureFromView(view) + Release(token) on a thread holding nothing",
+        run: guard::from_view,
+    }
 }
 
 /// CPython's own API (only in a process with libpython loaded and

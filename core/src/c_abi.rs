@@ -86,6 +86,13 @@ impl Global {
 pub trait Facade {
     /// The facade's runtime (created on first use, never dropped).
     fn global() -> &'static Global;
+    /// The runtime if it was chosen already, else `None` (never creates
+    /// it: the fast paths use this, so that creating it stays out of
+    /// line). The default answers [`global`](Self::global).
+    #[inline(always)]
+    fn global_if_chosen() -> Option<&'static Global> {
+        Some(Self::global())
+    }
 }
 
 /// Runs `$body` with `$rt` bound to facade `$f`'s runtime, whichever
@@ -102,6 +109,32 @@ macro_rules! with_global {
     };
 }
 pub use with_global;
+
+/// A facade function's fast path, tried before its panic boundary, on the
+/// model: `$body` (an `Option`, with `$rt` bound to facade `$f`'s runtime)
+/// must neither panic nor allocate nor call back (the runtime's
+/// `*_nested` / `*_fast` methods). On CPython it is not tried here: its
+/// check calls into libpython, which would make the exported function save
+/// registers on every path; the runtime's `*_past_fast_path` methods, which
+/// the full body calls, try it there instead. `None` — no answer, no
+/// runtime yet, another backend, or panics are being injected (so every
+/// call reaches the boundary) — means the caller runs its full body.
+#[macro_export]
+macro_rules! fast_global {
+    ($f:ty, $rt:ident => $body:expr) => {
+        match <$f as $crate::c_abi::Facade>::global_if_chosen() {
+            Some($crate::c_abi::Global::Model($rt)) if $crate::c_abi::fast_paths_open() => $body,
+            _ => None,
+        }
+    };
+}
+pub use fast_global;
+
+/// Whether fast paths may answer (off while panics are being injected).
+#[inline(always)]
+pub fn fast_paths_open() -> bool {
+    INJECT_PANICS.load(Ordering::Relaxed) == 0
+}
 
 /// Panics still to inject at the next boundaries (test hook).
 static INJECT_PANICS: AtomicU32 = AtomicU32::new(0);
@@ -440,9 +473,17 @@ pub unsafe fn work_count<F: Facade>(id: u64, value: *mut u64) -> i32 {
 
 /// Body of `*_is_attached(uint64_t id)`: 1 or 0 (never an error).
 pub fn is_attached<F: Facade>(id: u64) -> i32 {
+    if let Some(a) = fast_global!(F, rt => rt.is_attached_fast(InterpreterId::from_raw(id))) {
+        return i32::from(a);
+    }
+    is_attached_slow::<F>(id)
+}
+
+#[inline(never)]
+fn is_attached_slow<F: Facade>(id: u64) -> i32 {
     boundary_or(0, || {
         i32::from(
-            with_global!(F, rt => Ok::<_, Error>(rt.is_attached(InterpreterId::from_raw(id))))
+            with_global!(F, rt => Ok::<_, Error>(rt.is_attached_past_fast_path(InterpreterId::from_raw(id))))
                 .unwrap_or(false),
         )
     })

@@ -372,3 +372,45 @@ fn finalize_main_with_a_subinterpreter_in_use() {
         assert_eq!((d.work_after_finalize, d.finalized), (0, 2));
     });
 }
+
+/// (j) a thread's cached guard lookup (the guard design's fast path) racing
+/// the guard's close on another thread: an ensure through the cache may
+/// precede the close (granted) or follow it (refused with
+/// `InvalidHandle`), but once the close is known to have happened (a flag
+/// set after it, then the join) the cache is never used. Fails if a close
+/// does not invalidate the cache (`Registry::guard_closes`). Both outcomes
+/// occur.
+#[test]
+fn cached_guard_lookup_sees_a_close() {
+    let out = Arc::new(Outcomes::default());
+    let o = out.clone();
+    explore("cached_guard_lookup_sees_a_close", 90, move || {
+        let rt = Arc::new(Runtime::new());
+        let main = rt.main_interpreter().unwrap();
+        let g = rt.guard_for(main).unwrap();
+        // the first ensure looks the guard up and caches it
+        let t = rt.ensure_with_guard(g).unwrap();
+        rt.release_token(t).unwrap();
+        let closed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let (rt2, c2) = (rt.clone(), closed.clone());
+        let other = loom::thread::spawn(move || {
+            rt2.close_guard(g).unwrap();
+            c2.store(true, Ordering::Release);
+        });
+        let seen = closed.load(Ordering::Acquire);
+        match rt.ensure_with_guard(g) {
+            Ok(t) => {
+                assert!(!seen, "a closed guard's cached lookup was used");
+                o.a.fetch_add(1, Ordering::Relaxed);
+                rt.release_token(t).unwrap();
+            }
+            Err(e) => {
+                assert_eq!(e, Error::InvalidHandle);
+                o.b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        other.join().unwrap();
+        assert_eq!(rt.ensure_with_guard(g), Err(Error::InvalidHandle));
+    });
+    out.both("granted before the close / refused after it");
+}

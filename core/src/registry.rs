@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ids::Arena;
 use crate::interp::Interp;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, AtomicU64 as SyncAtomicU64, Mutex};
 // Counters, fault injection, the closed flag and the exit bound are
 // bookkeeping, not synchronisation the core relies on: plain std atomics
 // even under loom (fewer modelled operations, same properties checked).
@@ -70,6 +70,10 @@ pub struct Registry<B: Backend> {
     /// pruning is memory hygiene, never needed for correctness (every
     /// lookup checks the gate and the record's deleted flag itself).
     pub(crate) epoch: AtomicU64,
+    /// Guards closed so far, bumped (Release) after each close removed its
+    /// record: a thread's cached guard lookup (`thread::Fast`) stays valid
+    /// while this is unchanged (Acquire) since before the lookup.
+    pub(crate) guard_closes: SyncAtomicU64,
     pub(crate) counters: Counters,
 }
 
@@ -111,6 +115,7 @@ impl<B: Backend> Registry<B> {
             closed: AtomicU8::new(0),
             exit_bound_ms: AtomicU64::new(5_000),
             epoch: AtomicU64::new(0),
+            guard_closes: SyncAtomicU64::new(0),
             counters: Counters::default(),
         }
     }
@@ -418,6 +423,19 @@ impl<B: Backend> Registry<B> {
 
     /// The interpreter an open guard holds (`InvalidHandle` if closed or
     /// never opened).
+    /// As [`guard_interp`](Self::guard_interp), the id only, with the
+    /// `guard_closes` count read before the lookup (for a thread's cache).
+    pub(crate) fn guard_interp_id(&self, g: GuardId) -> Result<(InterpreterId, u64)> {
+        let epoch = self.guard_closes.load(Ordering::Acquire);
+        let id = self
+            .guards
+            .lock()
+            .get(g.as_raw())
+            .map(|r| r.interp.id)
+            .ok_or(Error::InvalidHandle)?;
+        Ok((id, epoch))
+    }
+
     pub(crate) fn guard_interp(&self, g: GuardId) -> Result<Arc<Interp<B>>> {
         self.guards
             .lock()
@@ -433,6 +451,7 @@ impl<B: Backend> Registry<B> {
             .lock()
             .remove(g.as_raw())
             .ok_or(Error::InvalidHandle)?;
+        self.guard_closes.fetch_add(1, Ordering::Release);
         rec.interp.gate.release_hold(false);
         Ok(())
     }

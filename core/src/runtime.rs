@@ -409,8 +409,33 @@ impl<B: Backend> Runtime<B> {
     /// does not keep the interpreter open). `InvalidHandle` for a closed
     /// guard, `NoMemory`.
     pub fn ensure_with_guard(&self, g: GuardId) -> Result<Ticket> {
-        let id = self.reg.guard_interp(g)?.id;
-        with_ctx(&self.reg, |c| c.ensure_guarded(id, 0))
+        if let Some(t) = self.ensure_with_guard_nested(g) {
+            return Ok(t);
+        }
+        self.ensure_with_guard_past_fast_path(g)
+    }
+
+    /// [`ensure_with_guard`](Self::ensure_with_guard) for a caller that
+    /// tried [`ensure_with_guard_nested`](Self::ensure_with_guard_nested)
+    /// already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn ensure_with_guard_past_fast_path(&self, g: GuardId) -> Result<Ticket> {
+        let gr = g.as_raw();
+        if let Some(interp) = thread::cached_guard(&self.reg, gr) {
+            if B::EXTERNAL_SWITCHES
+                && let Some(t) = thread::fast_ensure_guarded(&self.reg, gr)
+            {
+                return Ok(t);
+            }
+            let id = InterpreterId::from_raw(interp);
+            return with_ctx(&self.reg, |c| c.ensure_guarded(id, 0));
+        }
+        let (id, epoch) = self.reg.guard_interp_id(g)?;
+        let t = with_ctx(&self.reg, |c| c.ensure_guarded(id, 0))?;
+        thread::cache_guard(&self.reg, gr, epoch, id.as_raw());
+        Ok(t)
     }
 
     /// `PyThreadState_EnsureFromView`: takes a guard from the view, keeps it
@@ -434,6 +459,22 @@ impl<B: Backend> Runtime<B> {
     /// it (across interpreters), and closes the guard an ensure-from-view
     /// took. `OutOfOrder`, `WrongThread`, `InvalidHandle` as for tickets.
     pub fn release_token(&self, t: Ticket) -> Result<()> {
+        // a counted span never owns a guard (ensure-from-view's do)
+        if thread::fast_release_ticket(&self.reg, t) {
+            return Ok(());
+        }
+        self.release_token_past_fast_path(t)
+    }
+
+    /// [`release_token`](Self::release_token) for a caller that tried
+    /// [`release_ticket_nested`](Self::release_ticket_nested) already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn release_token_past_fast_path(&self, t: Ticket) -> Result<()> {
+        if B::EXTERNAL_SWITCHES && thread::fast_release_ticket(&self.reg, t) {
+            return Ok(());
+        }
         let g = with_ctx(&self.reg, |c| c.release_token(t))?;
         if g != 0 {
             let _ = self.reg.close_guard(GuardId::from_raw(g));
@@ -461,6 +502,23 @@ impl<B: Backend> Runtime<B> {
     /// was.
     #[inline]
     pub fn ensure(&self, id: InterpreterId) -> Result<Ticket> {
+        if let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), false) {
+            return Ok(t);
+        }
+        self.ensure_past_fast_path(id)
+    }
+
+    /// [`ensure`](Self::ensure) for a caller that tried
+    /// [`ensure_nested`](Self::ensure_nested) already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn ensure_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
+        if B::EXTERNAL_SWITCHES
+            && let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), false)
+        {
+            return Ok(t);
+        }
         with_ctx(&self.reg, |c| c.ensure(id))
     }
 
@@ -469,7 +527,69 @@ impl<B: Backend> Runtime<B> {
     /// threads use tstate at once; see [`Ticket`]).
     #[inline]
     pub fn ensure_ticket(&self, id: InterpreterId) -> Result<Ticket> {
+        if let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), true) {
+            return Ok(t);
+        }
+        self.ensure_ticket_past_fast_path(id)
+    }
+
+    /// [`ensure_ticket`](Self::ensure_ticket) for a caller that tried
+    /// [`ensure_nested`](Self::ensure_nested) already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn ensure_ticket_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
+        if B::EXTERNAL_SWITCHES
+            && let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), true)
+        {
+            return Ok(t);
+        }
         with_ctx(&self.reg, |c| c.ensure_ticket(id))
+    }
+
+    /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
+    /// span is counted, exactly as `ensure` would) when the calling thread
+    /// is attached to `id` through this runtime already, else `None` and
+    /// nothing changed (call `ensure`). Never allocates, locks or panics;
+    /// the C facades try it before their panic boundary. `need_ticket`: as
+    /// [`ensure_ticket`](Self::ensure_ticket) (`None` on a thread without a
+    /// handle tag, whose ticket ensure refuses).
+    #[inline(always)]
+    pub fn ensure_nested(&self, id: InterpreterId, need_ticket: bool) -> Option<Ticket> {
+        thread::fast_ensure(&self.reg, id.as_raw(), need_ticket)
+    }
+
+    /// The fast path of [`release`](Self::release) alone: `true` if it
+    /// undid this thread's innermost span (a nested one), else `false` and
+    /// nothing changed (call `release`). Never allocates, locks or panics.
+    #[inline(always)]
+    pub fn release_nested(&self) -> bool {
+        thread::fast_release(&self.reg)
+    }
+
+    /// The fast path of [`release_ticket`](Self::release_ticket) and
+    /// [`release_token`](Self::release_token) alone: `true` if `t` was the
+    /// innermost span, a nested one, and is released; else `false` and
+    /// nothing changed (call the full function, which also reports misuse).
+    #[inline(always)]
+    pub fn release_ticket_nested(&self, t: Ticket) -> bool {
+        thread::fast_release_ticket(&self.reg, t)
+    }
+
+    /// The fast path of [`ensure_with_guard`](Self::ensure_with_guard)
+    /// alone: `Some` when the calling thread looked `g` up last (and no
+    /// guard was closed since) and is attached to its interpreter; else
+    /// `None` and nothing changed.
+    #[inline(always)]
+    pub fn ensure_with_guard_nested(&self, g: GuardId) -> Option<Ticket> {
+        thread::fast_ensure_guarded(&self.reg, g.as_raw())
+    }
+
+    /// The fast path of [`is_attached`](Self::is_attached) alone: `None`
+    /// when it cannot tell without the slow path.
+    #[inline(always)]
+    pub fn is_attached_fast(&self, id: InterpreterId) -> Option<bool> {
+        thread::fast_is_attached(&self.reg, id.as_raw())
     }
 
     /// Undoes this thread's innermost ensure (the thread-stored design).
@@ -477,6 +597,21 @@ impl<B: Backend> Runtime<B> {
     /// span is an activation, or a save inside it is still open.
     #[inline]
     pub fn release(&self) -> Result<()> {
+        if thread::fast_release(&self.reg) {
+            return Ok(());
+        }
+        self.release_past_fast_path()
+    }
+
+    /// [`release`](Self::release) for a caller that tried
+    /// [`release_nested`](Self::release_nested) already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn release_past_fast_path(&self) -> Result<()> {
+        if B::EXTERNAL_SWITCHES && thread::fast_release(&self.reg) {
+            return Ok(());
+        }
         with_ctx(&self.reg, |c| c.release())
     }
 
@@ -485,6 +620,21 @@ impl<B: Backend> Runtime<B> {
     /// `InvalidHandle` otherwise (see [`Ticket`]).
     #[inline]
     pub fn release_ticket(&self, t: Ticket) -> Result<()> {
+        if thread::fast_release_ticket(&self.reg, t) {
+            return Ok(());
+        }
+        self.release_ticket_past_fast_path(t)
+    }
+
+    /// [`release_ticket`](Self::release_ticket) for a caller that tried
+    /// [`release_ticket_nested`](Self::release_ticket_nested) already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn release_ticket_past_fast_path(&self, t: Ticket) -> Result<()> {
+        if B::EXTERNAL_SWITCHES && thread::fast_release_ticket(&self.reg, t) {
+            return Ok(());
+        }
         with_ctx(&self.reg, |c| c.release_ticket(t))
     }
 
@@ -530,6 +680,23 @@ impl<B: Backend> Runtime<B> {
     /// Whether the calling thread is attached to `id` (exact per
     /// interpreter, unlike CPython's `PyGILState_Check`).
     pub fn is_attached(&self, id: InterpreterId) -> bool {
+        if let Some(a) = thread::fast_is_attached(&self.reg, id.as_raw()) {
+            return a;
+        }
+        self.is_attached_past_fast_path(id)
+    }
+
+    /// [`is_attached`](Self::is_attached) for a caller that tried
+    /// [`is_attached_fast`](Self::is_attached_fast) already (the C facades). On a backend where the facades do not try
+    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    #[doc(hidden)]
+    #[inline]
+    pub fn is_attached_past_fast_path(&self, id: InterpreterId) -> bool {
+        if B::EXTERNAL_SWITCHES
+            && let Some(a) = thread::fast_is_attached(&self.reg, id.as_raw())
+        {
+            return a;
+        }
         self.query(|c| c.is_attached_to(id)).unwrap_or(false)
     }
 

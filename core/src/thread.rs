@@ -409,6 +409,8 @@ struct CtxHeader {
 #[repr(C)]
 pub(crate) struct ThreadCtx<B: Backend> {
     header: CtxHeader,
+    /// The nested fast path's counted spans and guard cache (see [`Fast`]).
+    fast: Fast,
     info: Arc<ThreadInfo>,
     tag: u16,
     seq_start: u32,
@@ -417,18 +419,320 @@ pub(crate) struct ThreadCtx<B: Backend> {
     rts: Vec<RtCtx<B>>,
 }
 
-/// Resets `busy` when a call leaves (also by unwinding).
-struct BusyGuard(*mut bool);
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        // SAFETY: points into the thread's live context, which is freed only
-        // by the exit destructor, never while a call is inside.
-        unsafe { *self.0 = false };
+// ----- the nested fast path -------------------------------------------------
+
+/// Nested spans the fast path counts before it leaves the next one to the
+/// slow path (which makes frames of them).
+const FAST_DEPTH: usize = 8;
+
+/// The per-thread state of the nested fast path. A nested ensure (the
+/// thread is attached to the target already, through the runtime it used
+/// last) counts its span here instead of going through the call machinery,
+/// and the matching release uncounts it. Plain fields, not atomics: only
+/// the owning thread reads or writes them, and only while no call is
+/// inside (`busy` clear), so no other reference to the context is live.
+///
+/// | `depth` | meaning |
+/// |---|---|
+/// | 0 | no counted span: `rts[0].frames` is the whole span stack |
+/// | 1..=[`FAST_DEPTH`] | the innermost `depth` spans are nested spans of `rts[0]`'s current interpreter, counted here (innermost last) on top of `rts[0].frames`, with sequence numbers `seqs[..depth]`; `rts[0].frames` has room for them (checked when each was counted) |
+///
+/// The fast path reads `rts[0]` itself (its registry, current interpreter
+/// and record, its tag and ticket counter); only `hint` mirrors anything,
+/// and a stale hint costs a slow call, never a wrong answer. Every slow
+/// call begins by pushing the counted spans onto `rts[0].frames` as the
+/// frames the slow path would have pushed ([`flush`]), never allocating, so
+/// the slow path sees exactly the old state; thread exit does the same
+/// before its cleanup.
+///
+/// The guard cache (`guard_reg`, `guard`, `guard_epoch`, `guard_interp`;
+/// `guard` 0 if empty): guard `guard` of registry `guard_reg` names
+/// interpreter `guard_interp`, true while that registry's `guard_closes`
+/// is still `guard_epoch` (no guard of it was closed since the lookup; ids
+/// are generational, so an open guard's id names nothing else). It is
+/// emptied whenever `rts[0]` changes, so `guard_reg` is always `rts[0]`'s
+/// registry, kept alive by it (an address compared against is never a
+/// freed and reused one).
+#[repr(C)]
+pub(crate) struct Fast {
+    /// `rts[0]`'s current interpreter as the last call left it (0 if
+    /// none): a hint only, so that an ensure that is not nested is told
+    /// with one comparison (a match is checked against `rts[0]` itself).
+    hint: u64,
+    depth: u32,
+    seqs: [u32; FAST_DEPTH],
+    guard_reg: *const (),
+    guard: u64,
+    guard_epoch: u64,
+    guard_interp: u64,
+}
+
+impl Fast {
+    const EMPTY: Fast = Fast {
+        hint: 0,
+        depth: 0,
+        seqs: [0; FAST_DEPTH],
+        guard_reg: std::ptr::null(),
+        guard: 0,
+        guard_epoch: 0,
+        guard_interp: 0,
+    };
+
+    fn forget_guard(&mut self) {
+        self.guard = 0;
+    }
+}
+
+/// Pushes the counted spans onto `rts[0]`'s frames (a slow call begins).
+#[inline(always)]
+fn flush<B: Backend>(t: &mut ThreadCtx<B>) {
+    if t.fast.depth > 0 {
+        flush_counted(t);
     }
 }
 
 #[cold]
-fn new_thread_ctx<B: Backend>() -> Result<&'static mut ThreadCtx<B>> {
+fn flush_counted<B: Backend>(t: &mut ThreadCtx<B>) {
+    let depth = std::mem::take(&mut t.fast.depth) as usize;
+    // counted: `rts[0]` is attached to their interpreter (see `Fast`)
+    let Some(c) = t.rts.first_mut() else {
+        return;
+    };
+    let il = c.local(c.current).il;
+    for &seq in &t.fast.seqs[..depth.min(FAST_DEPTH)] {
+        // room was checked when the span was counted: never allocates
+        c.frames.push(Frame {
+            kind: FrameKind::Nested,
+            ts: NONE,
+            prev: NONE,
+            seq,
+            il,
+            interp: c.current_interp,
+            guard: 0,
+        });
+    }
+}
+
+/// This thread's fast state and its context for `reg`, if it has them,
+/// `reg`'s is the runtime it used last (`rts[0]`), its record is the
+/// backend's current thread state, and no call is inside; `None` otherwise
+/// (take the slow path). The caller makes no call back into the library
+/// while it holds them.
+/// `pre` is checked first, on the fast state alone (a quick reject).
+#[inline(always)]
+fn fast_ctx<'a, B: Backend>(
+    reg: &Registry<B>,
+    pre: impl FnOnce(&Fast) -> bool,
+) -> Option<(&'a mut Fast, &'a mut RtCtx<B>)> {
+    let p = B::ctx_ptr()?.cast::<ThreadCtx<B>>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null slot holds this thread's live context. `busy` is
+    // read through the raw place first: while it is clear no call is
+    // inside on this thread, so no other reference to the context is live
+    // (and the fast paths make no call back into the library).
+    if unsafe { (*p).busy } {
+        return None;
+    }
+    // SAFETY: as above.
+    let t = unsafe { &mut *p };
+    if !pre(&t.fast) {
+        return None;
+    }
+    let c = t.rts.first_mut()?;
+    if !std::ptr::eq(Arc::as_ptr(&c.reg), reg) || !c.record_is_current() {
+        return None;
+    }
+    Some((&mut t.fast, c))
+}
+
+/// The nested ensure fast path: `Some(ticket)` if the thread is attached to
+/// `id` through `reg`'s record (the span is counted), `None` to take the
+/// slow path. `need_tag`: the design hands tickets out (refused by the slow
+/// path on a thread without a tag).
+#[inline(always)]
+pub(crate) fn fast_ensure<B: Backend>(
+    reg: &Registry<B>,
+    id: u64,
+    need_tag: bool,
+) -> Option<Ticket> {
+    let (f, c) = fast_ctx(reg, |f| f.hint == id)?;
+    count_nested(f, c, id, need_tag)
+}
+
+/// Counts a nested span of `id` if `c` is attached to it (with room for
+/// its frame should a slow call follow).
+#[inline(always)]
+fn count_nested<B: Backend>(
+    f: &mut Fast,
+    c: &mut RtCtx<B>,
+    id: u64,
+    need_tag: bool,
+) -> Option<Ticket> {
+    let d = f.depth as usize;
+    if id == 0
+        || c.current_interp != id
+        || d >= FAST_DEPTH
+        || c.frames.capacity() - c.frames.len() <= d
+        || (need_tag && c.tag == 0)
+    {
+        return None;
+    }
+    let (t, seq) = c.ticket();
+    f.seqs[d] = seq;
+    f.depth += 1;
+    Some(t)
+}
+
+/// The guard design's nested ensure fast path: `Some(ticket)` if guard `g`
+/// is the thread's cached guard of `reg` (no guard closed since its
+/// lookup) and the thread is attached to its interpreter (the span is
+/// counted); `None` to take the slow path.
+#[inline(always)]
+pub(crate) fn fast_ensure_guarded<B: Backend>(reg: &Registry<B>, g: u64) -> Option<Ticket> {
+    let (f, c) = fast_ctx(reg, |f| guard_cached(f, reg, g))?;
+    let id = f.guard_interp;
+    count_nested(f, c, id, true)
+}
+
+#[inline(always)]
+fn guard_cached<B: Backend>(f: &Fast, reg: &Registry<B>, g: u64) -> bool {
+    g != 0
+        && f.guard == g
+        && std::ptr::eq(f.guard_reg, (reg as *const Registry<B>).cast())
+        && reg.guard_closes.load(Ordering::Acquire) == f.guard_epoch
+}
+
+/// The thread-stored release fast path: uncounts the innermost counted
+/// span; `false` to take the slow path.
+#[inline(always)]
+pub(crate) fn fast_release<B: Backend>(reg: &Registry<B>) -> bool {
+    match fast_ctx(reg, |f| f.depth > 0) {
+        Some((f, _)) => {
+            f.depth -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The ticket release fast path: uncounts the innermost counted span if it
+/// is `t`'s; `false` to take the slow path (which also reports misuse).
+#[inline(always)]
+pub(crate) fn fast_release_ticket<B: Backend>(reg: &Registry<B>, t: Ticket) -> bool {
+    let Some((f, c)) = fast_ctx(reg, |f| f.depth > 0) else {
+        return false;
+    };
+    let Some(d) = (f.depth as usize).checked_sub(1) else {
+        return false;
+    };
+    match f.seqs.get(d) {
+        Some(&seq) if c.tag != 0 && Ticket::new(c.tag, seq) == t => {
+            f.depth -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether the thread is attached to `id`, when the runtime used last is
+/// `reg`'s and its record is current; `None` to ask the slow path.
+#[inline(always)]
+pub(crate) fn fast_is_attached<B: Backend>(reg: &Registry<B>, id: u64) -> Option<bool> {
+    let (_, c) = fast_ctx(reg, |_| true)?;
+    Some(id != 0 && c.current_interp == id)
+}
+
+/// This thread's fast state for backend `B` outside any call (null if it
+/// has no context or a call is inside).
+fn fast_state<B: Backend>() -> *mut Fast {
+    match B::ctx_ptr() {
+        Some(p) if !p.is_null() => {
+            let p = p.cast::<ThreadCtx<B>>();
+            // SAFETY: a non-null slot holds this thread's live context; only
+            // `busy` is read and the field's address taken.
+            unsafe {
+                if (*p).busy {
+                    std::ptr::null_mut()
+                } else {
+                    &raw mut (*p).fast
+                }
+            }
+        }
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// The interpreter of guard `g` from the thread's guard cache, if it is
+/// `reg`'s and no guard of `reg` was closed since it was looked up.
+#[inline(always)]
+pub(crate) fn cached_guard<B: Backend>(reg: &Registry<B>, g: u64) -> Option<u64> {
+    let p = fast_state::<B>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: this thread's fast state outside any call: no other
+    // reference to it is live.
+    let f = unsafe { &*p };
+    guard_cached(f, reg, g).then_some(f.guard_interp)
+}
+
+/// Remembers that guard `g` of `reg` (looked up when its `guard_closes`
+/// was `epoch`) names interpreter `interp`. Only right after a call on
+/// `reg` succeeded: `rts[0]` is then `reg`'s context (see `Fast`).
+pub(crate) fn cache_guard<B: Backend>(reg: &Registry<B>, g: u64, epoch: u64, interp: u64) {
+    let p = fast_state::<B>();
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: as in `cached_guard`.
+    let f = unsafe { &mut *p };
+    f.guard_reg = (reg as *const Registry<B>).cast();
+    f.guard = g;
+    f.guard_epoch = epoch;
+    f.guard_interp = interp;
+}
+
+/// Marks a call inside for as long as it lives (made by [`enter`]); its
+/// drop, also by unwinding, resets `busy`.
+struct CallGuard<B: Backend>(*mut ThreadCtx<B>);
+impl<B: Backend> Drop for CallGuard<B> {
+    fn drop(&mut self) {
+        // SAFETY: points to the thread's live context, which is freed only
+        // by the exit destructor, never while a call is inside; the call's
+        // own borrows of it ended before this guard drops.
+        let t = unsafe { &mut *self.0 };
+        t.fast.hint = t.rts.first().map_or(0, |c| c.current_interp);
+        t.busy = false;
+    }
+}
+
+/// Starts a call on this thread's context `p` (non-null): `Busy` if one is
+/// inside already; else the fast path's counted spans become frames, and
+/// the context is busy until the returned guard drops.
+///
+/// # Safety
+/// `p` must be this thread's live context of backend `B`.
+#[inline]
+unsafe fn enter<'a, B: Backend>(
+    p: *mut ThreadCtx<B>,
+) -> Result<(&'a mut ThreadCtx<B>, CallGuard<B>)> {
+    // SAFETY: this thread's live context (the contract). No other
+    // reference to it is live: a call inside would have set `busy`, which
+    // is read first through the raw place.
+    if unsafe { (*p).busy } {
+        return Err(Error::Busy);
+    }
+    // SAFETY: as above, and not busy: no call is inside on this thread.
+    let t = unsafe { &mut *p };
+    t.busy = true;
+    flush(t);
+    Ok((t, CallGuard(p)))
+}
+
+#[cold]
+fn new_thread_ctx<B: Backend>() -> Result<*mut ThreadCtx<B>> {
     let number = crate::sync::next_thread_number();
     let info = Arc::new(ThreadInfo {
         number,
@@ -438,6 +742,7 @@ fn new_thread_ctx<B: Backend>() -> Result<&'static mut ThreadCtx<B>> {
     let (tag, seq_start) = alloc_tag(number);
     let ctx = Box::new(ThreadCtx::<B> {
         header: CtxHeader { number },
+        fast: Fast::EMPTY,
         info,
         tag,
         seq_start,
@@ -454,9 +759,9 @@ fn new_thread_ctx<B: Backend>() -> Result<&'static mut ThreadCtx<B>> {
         return Err(Error::WrongThread);
     }
     register_exit::<B>(slot, p.cast());
-    // SAFETY: `p` is a live, uniquely owned allocation; it is freed only by
-    // the exit destructor at this thread's end.
-    Ok(unsafe { &mut *p })
+    // a live allocation, freed only by the exit destructor at this
+    // thread's end
+    Ok(p)
 }
 
 #[cfg(not(loom))]
@@ -500,6 +805,7 @@ unsafe fn exit_ctx<B: Backend>(p: *mut ()) {
     // calls made while the cleanup runs (e.g. from `__del__` on CPython)
     // see the context busy
     t.busy = true;
+    flush(t);
     for rt in t.rts.drain(..) {
         rt.exit();
     }
@@ -522,19 +828,14 @@ pub(crate) fn with_ctx<B: Backend, R>(
     reg: &Arc<Registry<B>>,
     f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
 ) -> Result<R> {
-    let p = B::ctx_ptr().ok_or(Error::WrongThread)?;
-    let t: &mut ThreadCtx<B> = if p.is_null() {
-        new_thread_ctx::<B>()?
-    } else {
-        // SAFETY: a non-null slot holds this thread's live context; `busy`
-        // below rules out a second `&mut` to it on this thread.
-        unsafe { &mut *p.cast::<ThreadCtx<B>>() }
-    };
-    if t.busy {
-        return Err(Error::Busy);
+    let mut p = B::ctx_ptr()
+        .ok_or(Error::WrongThread)?
+        .cast::<ThreadCtx<B>>();
+    if p.is_null() {
+        p = new_thread_ctx::<B>()?;
     }
-    t.busy = true;
-    let _reset = BusyGuard(&raw mut t.busy);
+    // SAFETY: a non-null slot holds this thread's live context.
+    let (t, _call) = unsafe { enter(p)? };
     match t.rts.first_mut() {
         Some(c) if Arc::ptr_eq(&c.reg, reg) => f(c),
         _ => {
@@ -551,6 +852,8 @@ fn find_or_create<'a, B: Backend>(
     t: &'a mut ThreadCtx<B>,
     reg: &Arc<Registry<B>>,
 ) -> Result<&'a mut RtCtx<B>> {
+    // the guard cache belongs to the runtime at the front (see `Fast`)
+    t.fast.forget_guard();
     let mut k = 0;
     while k < t.rts.len() {
         if t.rts[k].reg.is_closed() {
@@ -579,17 +882,12 @@ pub(crate) fn with_existing<B: Backend, R>(
     reg: &Arc<Registry<B>>,
     f: impl FnOnce(&mut RtCtx<B>) -> R,
 ) -> Option<R> {
-    let p = B::ctx_ptr()?;
+    let p = B::ctx_ptr()?.cast::<ThreadCtx<B>>();
     if p.is_null() {
         return None;
     }
-    // SAFETY: as in `with_ctx`.
-    let t = unsafe { &mut *p.cast::<ThreadCtx<B>>() };
-    if t.busy {
-        return None;
-    }
-    t.busy = true;
-    let _reset = BusyGuard(&raw mut t.busy);
+    // SAFETY: a non-null slot holds this thread's live context.
+    let (t, _call) = unsafe { enter(p).ok()? };
     let c = t.rts.iter_mut().find(|c| Arc::ptr_eq(&c.reg, reg))?;
     Some(f(c))
 }
@@ -718,6 +1016,7 @@ impl<B: Backend> RtCtx<B> {
             .expect("local refers to a live interp entry")
     }
 
+    #[inline(always)]
     fn ticket(&mut self) -> (Ticket, u32) {
         let seq = self.next_seq;
         self.next_seq = (seq + 1) & Ticket::SEQ_MASK;
@@ -1791,5 +2090,44 @@ impl<B: Backend> RtCtx<B> {
             e.interp.remove_cell(&e.cell);
         }
         self.reg.count_exit(spans_closed, freed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod fast_tests {
+    use super::*;
+    use crate::{Model, Runtime};
+
+    fn counted() -> u32 {
+        let p = fast_state::<Model>();
+        assert!(!p.is_null());
+        // SAFETY: this thread's fast state, read outside any call.
+        unsafe { (*p).depth }
+    }
+
+    /// The nested case takes the fast path: the inner spans are counted,
+    /// not pushed through the call machinery (before the fast path, every
+    /// nested ensure went through `with_ctx`: 171 instructions per
+    /// ensure+release on `bench/callgrind.sh`'s ensure-A, 76 with it).
+    #[test]
+    fn nested_ensures_are_counted_by_the_fast_path() {
+        std::thread::spawn(|| {
+            let rt = Runtime::<Model>::new();
+            let main = rt.main_interpreter().unwrap();
+            let outer = rt.ensure_ticket(main).unwrap();
+            assert_eq!(counted(), 0, "the outer span is a frame");
+            let a = rt.ensure_ticket(main).unwrap();
+            let b = rt.ensure_ticket(main).unwrap();
+            assert_eq!(counted(), 2);
+            rt.release_ticket(b).unwrap();
+            assert_eq!(counted(), 1);
+            assert!(rt.is_attached(main));
+            rt.release_ticket(a).unwrap();
+            assert_eq!(counted(), 0);
+            rt.release_ticket(outer).unwrap();
+            assert!(!rt.is_attached(main));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -24,7 +24,7 @@
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi::{self, FatalHookCell};
-use tstate_core::{Error, InterpreterId, with_global};
+use tstate_core::{Error, InterpreterId, fast_global, with_global};
 
 pub mod rust;
 mod shared;
@@ -46,16 +46,26 @@ pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
 
 static FATAL: FatalHookCell = FatalHookCell::new("tse_release");
 
+/// The nested fast path (see `Runtime::ensure_nested`): 0 if it answered.
+#[inline(always)]
+fn ensure_fast(interp: u64) -> Option<c_int> {
+    fast_global!(ThisFacade, rt => rt.ensure_nested(InterpreterId::from_raw(interp), false))
+        .map(|_| 0)
+}
+
+#[inline(always)]
 fn ensure_code(interp: u64) -> c_int {
     c_abi::boundary(|| {
-        with_global!(ThisFacade, rt => rt.ensure(InterpreterId::from_raw(interp))).map(|_| 0)
+        with_global!(ThisFacade, rt => rt.ensure_past_fast_path(InterpreterId::from_raw(interp)))
+            .map(|_| 0)
     })
 }
 
 /// `tse_release`'s body, returning the code instead of reporting misuse
 /// (the Rust API surfaces it).
+#[inline(always)]
 fn release_code() -> c_int {
-    c_abi::boundary(|| with_global!(ThisFacade, rt => rt.release()).map(|()| 0))
+    c_abi::boundary(|| with_global!(ThisFacade, rt => rt.release_past_fast_path()).map(|()| 0))
 }
 
 /// Ensures the calling thread is attached to `interp`; undo with
@@ -79,6 +89,20 @@ fn release_code() -> c_int {
 /// `errmsg` must be NULL or valid for writing a `const char *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tse_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
+    if let Some(r) = ensure_fast(interp) {
+        return r;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { ensure_full(interp, errmsg) }
+}
+
+/// `tse_ensure` past its fast path (a separate function, so that the fast
+/// path saves no registers).
+///
+/// # Safety
+/// As `tse_ensure`.
+#[inline(never)]
+unsafe extern "C" fn ensure_full(interp: u64, errmsg: *mut *const c_char) -> c_int {
     let r = ensure_code(interp);
     if r < 0 {
         if !errmsg.is_null() {
@@ -99,6 +123,19 @@ pub unsafe extern "C" fn tse_ensure(interp: u64, errmsg: *mut *const c_char) -> 
 /// `err` must be NULL or valid for writing a `TSE_Error`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tse_ensure_ex(interp: u64, err: *mut EnsureError) -> c_int {
+    if let Some(r) = ensure_fast(interp) {
+        return r;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { ensure_ex_full(interp, err) }
+}
+
+/// `tse_ensure_ex` past its fast path.
+///
+/// # Safety
+/// As `tse_ensure_ex`.
+#[inline(never)]
+unsafe extern "C" fn ensure_ex_full(interp: u64, err: *mut EnsureError) -> c_int {
     let r = ensure_code(interp);
     if r < 0 && !err.is_null() {
         let e = EnsureError {
@@ -120,6 +157,15 @@ pub unsafe extern "C" fn tse_ensure_ex(interp: u64, err: *mut EnsureError) -> c_
 /// and aborts. A hook that returns makes this call a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn tse_release() {
+    if fast_global!(ThisFacade, rt => rt.release_nested().then_some(())).is_some() {
+        return;
+    }
+    release_full();
+}
+
+/// `tse_release` past its fast path.
+#[inline(never)]
+extern "C" fn release_full() {
     let r = release_code();
     if r < 0 {
         FATAL.report(Error::from_code(r).unwrap_or(Error::Panic));

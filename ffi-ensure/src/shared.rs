@@ -19,10 +19,16 @@ use tstate_core::c_abi::{self, CBackendInfo, CHolder, Facade, Global};
 /// dynamically; chosen on first use (`Global::choose`).
 pub struct ThisFacade;
 
+/// The runtime, chosen on first use.
+static GLOBAL: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
+
 impl Facade for ThisFacade {
     fn global() -> &'static Global {
-        static GLOBAL: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
         GLOBAL.get_or_init(Global::choose)
+    }
+    #[inline(always)]
+    fn global_if_chosen() -> Option<&'static Global> {
+        GLOBAL.get()
     }
 }
 

@@ -47,7 +47,7 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi::{self, FatalHookCell};
-use tstate_core::{Error, GuardId, InterpreterId, Ticket, ViewId, with_global};
+use tstate_core::{Error, GuardId, InterpreterId, Ticket, ViewId, fast_global, with_global};
 
 pub mod rust;
 mod shared;
@@ -234,9 +234,21 @@ fn close_view(view: u64) -> Result<(), Error> {
 /// forged guard), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_ensure(guard: *mut Guard) -> *mut Token {
+    if let Some(t) = fast_global!(ThisFacade, rt => rt.ensure_with_guard_nested(GuardId::from_raw(guard as usize as u64)))
+    {
+        set_last(0);
+        return t.to_raw() as usize as *mut Token;
+    }
+    ensure_slow(guard)
+}
+
+/// `tsg_ensure` past its fast path.
+#[inline(never)]
+extern "C" fn ensure_slow(guard: *mut Guard) -> *mut Token {
     pointer(|| {
         let g = GuardId::from_raw(raw(guard)?);
-        with_global!(ThisFacade, rt => rt.ensure_with_guard(g)).map(|t| u64::from(t.to_raw()))
+        with_global!(ThisFacade, rt => rt.ensure_with_guard_past_fast_path(g))
+            .map(|t| u64::from(t.to_raw()))
     })
 }
 
@@ -268,6 +280,22 @@ pub extern "C" fn tsg_ensure_from_view(view: *mut View) -> *mut Token {
 /// makes this call a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_release(token: *mut Token) {
+    // a token is a ticket (in 1..=i32::MAX); anything else takes the slow
+    // path, which reports it
+    let raw = token as usize;
+    if raw != 0
+        && raw <= i32::MAX as usize
+        && fast_global!(ThisFacade, rt => rt.release_ticket_nested(Ticket::from_raw(raw as u32)).then_some(())).is_some()
+    {
+        set_last(0);
+        return;
+    }
+    release_slow(token)
+}
+
+/// `tsg_release` past its fast path.
+#[inline(never)]
+extern "C" fn release_slow(token: *mut Token) {
     void(|| release_token(token))
 }
 
@@ -275,7 +303,7 @@ pub extern "C" fn tsg_release(token: *mut Token) {
 /// (the Rust API surfaces it).
 fn release_token(token: *mut Token) -> Result<(), Error> {
     let t = u32::try_from(raw(token)?).map_err(|_| Error::InvalidHandle)?;
-    with_global!(ThisFacade, rt => rt.release_token(Ticket::from_raw(t)))
+    with_global!(ThisFacade, rt => rt.release_token_past_fast_path(Ticket::from_raw(t)))
 }
 
 /// The code of the calling thread's last failed call of this facade's

@@ -22,7 +22,7 @@
 
 use std::ffi::{c_char, c_int};
 use tstate_core::c_abi;
-use tstate_core::{InterpreterId, Ticket, with_global};
+use tstate_core::{InterpreterId, Ticket, fast_global, with_global};
 
 pub mod rust;
 mod shared;
@@ -47,8 +47,25 @@ pub use shared::*;
 /// `errmsg` must be NULL or valid for writing a `const char *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
+    // the nested fast path (see `Runtime::ensure_nested`); a ticket is
+    // always in 1..=i32::MAX (documented layout)
+    if let Some(t) =
+        fast_global!(ThisFacade, rt => rt.ensure_nested(InterpreterId::from_raw(interp), true))
+    {
+        return t.to_raw() as c_int;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { ensure_slow(interp, errmsg) }
+}
+
+/// `tsh_ensure` past its fast path.
+///
+/// # Safety
+/// As `tsh_ensure`.
+#[inline(never)]
+unsafe extern "C" fn ensure_slow(interp: u64, errmsg: *mut *const c_char) -> c_int {
     let r = c_abi::boundary(|| {
-        let t = with_global!(ThisFacade, rt => rt.ensure_ticket(InterpreterId::from_raw(interp)))?;
+        let t = with_global!(ThisFacade, rt => rt.ensure_ticket_past_fast_path(InterpreterId::from_raw(interp)))?;
         // A ticket is always in 1..=i32::MAX (documented layout).
         Ok(t.to_raw() as c_int)
     });
@@ -69,9 +86,20 @@ pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> 
 /// as invalid), `TSH_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsh_release(handle: c_int) -> c_int {
+    if handle > 0
+        && fast_global!(ThisFacade, rt => rt.release_ticket_nested(Ticket::from_raw(handle as u32)).then_some(())).is_some()
+    {
+        return 0;
+    }
+    release_slow(handle)
+}
+
+/// `tsh_release` past its fast path.
+#[inline(never)]
+extern "C" fn release_slow(handle: c_int) -> c_int {
     c_abi::boundary(|| {
         let raw = u32::try_from(handle).map_err(|_| tstate_core::Error::InvalidHandle)?;
-        with_global!(ThisFacade, rt => rt.release_ticket(Ticket::from_raw(raw)))?;
+        with_global!(ThisFacade, rt => rt.release_ticket_past_fast_path(Ticket::from_raw(raw)))?;
         Ok(0)
     })
 }
