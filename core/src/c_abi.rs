@@ -86,12 +86,13 @@ impl Global {
 pub trait Facade {
     /// The facade's runtime (created on first use, never dropped).
     fn global() -> &'static Global;
-    /// The runtime if it was chosen already, else `None` (never creates
-    /// it: the fast paths use this, so that creating it stays out of
-    /// line). The default answers [`global`](Self::global).
+    /// The runtime if it was chosen already, else `None`; never creates it
+    /// (the fast paths use this, outside the panic boundary, so that
+    /// creating the runtime stays inside it). The default answers `None`:
+    /// a facade that does not override it has no fast path.
     #[inline(always)]
     fn global_if_chosen() -> Option<&'static Global> {
-        Some(Self::global())
+        None
     }
 }
 

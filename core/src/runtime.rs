@@ -407,7 +407,8 @@ impl<B: Backend> Runtime<B> {
     /// point of no return. The span takes no hold of its own where the
     /// backend allows it (a daemon's span: once the guard is closed, it
     /// does not keep the interpreter open). `InvalidHandle` for a closed
-    /// guard, `NoMemory`.
+    /// guard, `Busy` on a thread without a ticket tag (more than 4,095
+    /// threads use tstate at once; see [`Ticket`]), `NoMemory`.
     pub fn ensure_with_guard(&self, g: GuardId) -> Result<Ticket> {
         if let Some(t) = self.ensure_with_guard_nested(g) {
             return Ok(t);
@@ -441,7 +442,8 @@ impl<B: Backend> Runtime<B> {
     /// `PyThreadState_EnsureFromView`: takes a guard from the view, keeps it
     /// until the matching [`release_token`](Self::release_token), and
     /// ensures under it. `Finalizing` / `NoSuchInterpreter` /
-    /// `InvalidHandle` (closed view) / `NoMemory`.
+    /// `InvalidHandle` (closed view) / `Busy` (no ticket tag, as for
+    /// [`ensure_with_guard`](Self::ensure_with_guard)) / `NoMemory`.
     pub fn ensure_from_view(&self, v: ViewId) -> Result<Ticket> {
         let g = self.guard_from_view(v)?;
         let id = self.reg.guard_interp(g)?.id;

@@ -414,6 +414,12 @@ pub(crate) struct ThreadCtx<B: Backend> {
     info: Arc<ThreadInfo>,
     tag: u16,
     seq_start: u32,
+    /// The furthest sequence number (counted from `seq_start`, modulo
+    /// 2^19) that a runtime context of this thread had reached when it was
+    /// dropped; at exit the tag is returned with the furthest of these and
+    /// of the contexts still here, so the tag's next owner continues the
+    /// sequence in every runtime (see [`Ticket`]).
+    seq_end: u32,
     /// Set while a call is inside (a re-entrant call gets `Busy`).
     busy: bool,
     rts: Vec<RtCtx<B>>,
@@ -731,6 +737,17 @@ unsafe fn enter<'a, B: Backend>(
     Ok((t, CallGuard(p)))
 }
 
+impl<B: Backend> ThreadCtx<B> {
+    /// Keeps `next` in `seq_end` if it is further from `seq_start` (modulo
+    /// 2^19) than what is there.
+    fn note_seq(&mut self, next: u32) {
+        let adv = |s: u32| s.wrapping_sub(self.seq_start) & Ticket::SEQ_MASK;
+        if adv(next) > adv(self.seq_end) {
+            self.seq_end = next;
+        }
+    }
+}
+
 #[cold]
 fn new_thread_ctx<B: Backend>() -> Result<*mut ThreadCtx<B>> {
     let number = crate::sync::next_thread_number();
@@ -746,6 +763,7 @@ fn new_thread_ctx<B: Backend>() -> Result<*mut ThreadCtx<B>> {
         info,
         tag,
         seq_start,
+        seq_end: seq_start,
         busy: false,
         rts: Vec::new(),
     });
@@ -806,11 +824,11 @@ unsafe fn exit_ctx<B: Backend>(p: *mut ()) {
     // see the context busy
     t.busy = true;
     flush(t);
-    for rt in t.rts.drain(..) {
+    for rt in std::mem::take(&mut t.rts) {
+        t.note_seq(rt.next_seq);
         rt.exit();
     }
-    let next_seq = t.seq_start;
-    free_tag(t.tag, next_seq);
+    free_tag(t.tag, t.seq_end);
     let _ = B::ctx_slot().tls.try_with(|c| {
         if c.ptr.get() == p.cast() {
             c.ptr.set(std::ptr::null_mut());
@@ -857,7 +875,9 @@ fn find_or_create<'a, B: Backend>(
     let mut k = 0;
     while k < t.rts.len() {
         if t.rts[k].reg.is_closed() {
-            t.rts.swap_remove(k).exit();
+            let rt = t.rts.swap_remove(k);
+            t.note_seq(rt.next_seq);
+            rt.exit();
         } else {
             k += 1;
         }
@@ -1559,7 +1579,12 @@ impl<B: Backend> RtCtx<B> {
     /// closes, 0 if none). Never refused for finalizing — the guard keeps
     /// `id` from passing its point of no return. Where the backend allows
     /// it, the span takes no hold of this thread (a daemon's span, PEP 788).
+    /// The span's token is a ticket: a thread without a tag (all 4,095
+    /// taken) is refused with `Busy`, as the handle design's ensure is.
     pub(crate) fn ensure_guarded(&mut self, id: InterpreterId, implicit: u64) -> Result<Ticket> {
+        if self.tag == 0 {
+            return Err(Error::Busy);
+        }
         self.ensure_steps(id, implicit, EnsureHold::Guarded)
     }
 

@@ -231,7 +231,9 @@ fn close_view(view: u64) -> Result<(), Error> {
 ///
 /// Returns the token, or NULL with [`tsg_last_error`] set to
 /// `TSG_ERR_INVALID_ARGUMENT` (NULL), `TSG_ERR_INVALID_HANDLE` (a closed or
-/// forged guard), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+/// forged guard), `TSG_ERR_BUSY` (more than 4,095 threads use the library
+/// at once: this thread has no token tag), `TSG_ERR_NO_MEMORY`,
+/// `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_ensure(guard: *mut Guard) -> *mut Token {
     if let Some(t) = fast_global!(ThisFacade, rt => rt.ensure_with_guard_nested(GuardId::from_raw(guard as usize as u64)))
@@ -258,8 +260,8 @@ extern "C" fn ensure_slow(guard: *mut Guard) -> *mut Token {
 ///
 /// Returns the token, or NULL with [`tsg_last_error`] set to
 /// `TSG_ERR_FINALIZING`, `TSG_ERR_NO_SUCH_INTERPRETER`,
-/// `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_INVALID_HANDLE`,
-/// `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+/// `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_INVALID_HANDLE`, `TSG_ERR_BUSY`
+/// (as for [`tsg_ensure`]), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_ensure_from_view(view: *mut View) -> *mut Token {
     pointer(|| {

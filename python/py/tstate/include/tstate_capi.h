@@ -2518,7 +2518,9 @@ static inline void tsg_view_close(struct TSG_View *view) {
  *
  * Returns the token, or NULL with `tsg_last_error` set to
  * `TSG_ERR_INVALID_ARGUMENT` (NULL), `TSG_ERR_INVALID_HANDLE` (a closed or
- * forged guard), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+ * forged guard), `TSG_ERR_BUSY` (more than 4,095 threads use the library
+ * at once: this thread has no token tag), `TSG_ERR_NO_MEMORY`,
+ * `TSG_ERR_PANIC`.
  */
 static inline struct TSG_Token *tsg_ensure(struct TSG_Guard *guard) {
   if (TSTATE_CAPI_TABLE == NULL)
@@ -2533,8 +2535,8 @@ static inline struct TSG_Token *tsg_ensure(struct TSG_Guard *guard) {
  *
  * Returns the token, or NULL with `tsg_last_error` set to
  * `TSG_ERR_FINALIZING`, `TSG_ERR_NO_SUCH_INTERPRETER`,
- * `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_INVALID_HANDLE`,
- * `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
+ * `TSG_ERR_INVALID_ARGUMENT`, `TSG_ERR_INVALID_HANDLE`, `TSG_ERR_BUSY`
+ * (as for `tsg_ensure`), `TSG_ERR_NO_MEMORY`, `TSG_ERR_PANIC`.
  */
 static inline struct TSG_Token *tsg_ensure_from_view(struct TSG_View *view) {
   if (TSTATE_CAPI_TABLE == NULL)
