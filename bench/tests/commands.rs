@@ -21,3 +21,40 @@ fn cargo_run_of_the_package_runs_the_benchmark() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `TSTATE_BACKEND=cpython tstate-bench` times the designs on CPython:
+/// the latency tables run, and every section it cannot run there says
+/// why (before, it panicked creating an own-lock interpreter for W:
+/// UNSUPPORTED on CPython 3.11). One round of 200 operations: a few
+/// seconds. Only where the benchmark links libpython.
+#[test]
+fn the_benchmark_runs_with_the_designs_on_cpython() {
+    if !cfg!(has_libpython) {
+        eprintln!("built without libpython3.11: skipped");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tstate-bench"))
+        .args(["--rounds", "1", "--iters", "200", "--e-iters", "200"])
+        .env("TSTATE_BACKEND", "cpython")
+        .output()
+        .expect("tstate-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Designs on the CPython 3.11 backend."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| ensure | A |"), "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("Skipped with the designs on the CPython backend")
+            .count(),
+        4,
+        "{stdout}"
+    );
+}
