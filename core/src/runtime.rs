@@ -409,27 +409,33 @@ impl<B: Backend> Runtime<B> {
     /// does not keep the interpreter open). `InvalidHandle` for a closed
     /// guard, `Busy` on a thread without a ticket tag (more than 4,095
     /// threads use tstate at once; see [`Ticket`]), `NoMemory`.
+    #[inline(always)]
     pub fn ensure_with_guard(&self, g: GuardId) -> Result<Ticket> {
-        if let Some(t) = self.ensure_with_guard_nested(g) {
-            return Ok(t);
+        match self.ensure_with_guard_nested(g) {
+            Some(t) => Ok(t),
+            None => self.ensure_with_guard_slow(g),
         }
-        self.ensure_with_guard_past_fast_path(g)
     }
 
-    /// [`ensure_with_guard`](Self::ensure_with_guard) for a caller that
-    /// tried [`ensure_with_guard_nested`](Self::ensure_with_guard_nested)
-    /// already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`ensure_with_guard`](Self::ensure_with_guard) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn ensure_with_guard_past_fast_path(&self, g: GuardId) -> Result<Ticket> {
+        if Self::FACADES_TRY_FAST {
+            self.ensure_with_guard_slow(g)
+        } else {
+            self.ensure_with_guard(g)
+        }
+    }
+
+    /// `ensure_with_guard` past its fast path: the guard's interpreter from
+    /// the thread's cache, else from the guard table (then cached).
+    #[inline(always)]
+    fn ensure_with_guard_slow(&self, g: GuardId) -> Result<Ticket> {
         let gr = g.as_raw();
         if let Some(interp) = thread::cached_guard(&self.reg, gr) {
-            if B::EXTERNAL_SWITCHES
-                && let Some(t) = thread::fast_ensure_guarded(&self.reg, gr)
-            {
-                return Ok(t);
-            }
             let id = InterpreterId::from_raw(interp);
             return with_ctx(&self.reg, |c| c.ensure_guarded(id, 0));
         }
@@ -460,23 +466,30 @@ impl<B: Backend> Runtime<B> {
     /// be the calling thread's innermost, restoring what was attached before
     /// it (across interpreters), and closes the guard an ensure-from-view
     /// took. `OutOfOrder`, `WrongThread`, `InvalidHandle` as for tickets.
+    #[inline(always)]
     pub fn release_token(&self, t: Ticket) -> Result<()> {
         // a counted span never owns a guard (ensure-from-view's do)
-        if thread::fast_release_ticket(&self.reg, t) {
+        if self.release_ticket_nested(t) {
             return Ok(());
         }
-        self.release_token_past_fast_path(t)
+        self.release_token_slow(t)
     }
 
-    /// [`release_token`](Self::release_token) for a caller that tried
-    /// [`release_ticket_nested`](Self::release_ticket_nested) already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`release_token`](Self::release_token) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn release_token_past_fast_path(&self, t: Ticket) -> Result<()> {
-        if B::EXTERNAL_SWITCHES && thread::fast_release_ticket(&self.reg, t) {
-            return Ok(());
+        if Self::FACADES_TRY_FAST {
+            self.release_token_slow(t)
+        } else {
+            self.release_token(t)
         }
+    }
+
+    #[inline(always)]
+    fn release_token_slow(&self, t: Ticket) -> Result<()> {
         let g = with_ctx(&self.reg, |c| c.release_token(t))?;
         if g != 0 {
             let _ = self.reg.close_guard(GuardId::from_raw(g));
@@ -502,52 +515,67 @@ impl<B: Backend> Runtime<B> {
     /// Attached to another interpreter, that one is detached first and
     /// re-attached by the matching release. Errors leave everything as it
     /// was.
-    #[inline]
+    #[inline(always)]
     pub fn ensure(&self, id: InterpreterId) -> Result<Ticket> {
-        if let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), false) {
-            return Ok(t);
+        match self.ensure_nested(id, false) {
+            Some(t) => Ok(t),
+            None => self.ensure_slow(id),
         }
-        self.ensure_past_fast_path(id)
     }
 
-    /// [`ensure`](Self::ensure) for a caller that tried
-    /// [`ensure_nested`](Self::ensure_nested) already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`ensure`](Self::ensure) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn ensure_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
-        if B::EXTERNAL_SWITCHES
-            && let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), false)
-        {
-            return Ok(t);
+        if Self::FACADES_TRY_FAST {
+            self.ensure_slow(id)
+        } else {
+            self.ensure(id)
         }
+    }
+
+    #[inline(always)]
+    fn ensure_slow(&self, id: InterpreterId) -> Result<Ticket> {
         with_ctx(&self.reg, |c| c.ensure(id))
     }
 
     /// As [`ensure`](Self::ensure), for designs that hand the ticket to the
     /// caller: `Busy` on a thread that got no handle tag (more than 4,095
     /// threads use tstate at once; see [`Ticket`]).
-    #[inline]
+    #[inline(always)]
     pub fn ensure_ticket(&self, id: InterpreterId) -> Result<Ticket> {
-        if let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), true) {
-            return Ok(t);
+        match self.ensure_nested(id, true) {
+            Some(t) => Ok(t),
+            None => self.ensure_ticket_slow(id),
         }
-        self.ensure_ticket_past_fast_path(id)
     }
 
-    /// [`ensure_ticket`](Self::ensure_ticket) for a caller that tried
-    /// [`ensure_nested`](Self::ensure_nested) already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`ensure_ticket`](Self::ensure_ticket) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn ensure_ticket_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
-        if B::EXTERNAL_SWITCHES
-            && let Some(t) = thread::fast_ensure(&self.reg, id.as_raw(), true)
-        {
-            return Ok(t);
+        if Self::FACADES_TRY_FAST {
+            self.ensure_ticket_slow(id)
+        } else {
+            self.ensure_ticket(id)
         }
+    }
+
+    #[inline(always)]
+    fn ensure_ticket_slow(&self, id: InterpreterId) -> Result<Ticket> {
         with_ctx(&self.reg, |c| c.ensure_ticket(id))
     }
+
+    /// Whether the C facades try the fast paths before their panic
+    /// boundary on this backend: on the model (a few loads), not on CPython
+    /// (its check calls into libpython; see `c_abi::fast_global!`). The
+    /// `*_past_fast_path` methods, which the facades' full bodies call, try
+    /// them only where the facades did not.
+    pub const FACADES_TRY_FAST: bool = !B::EXTERNAL_SWITCHES;
 
     /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
     /// span is counted, exactly as `ensure` would) when the calling thread
@@ -597,46 +625,58 @@ impl<B: Backend> Runtime<B> {
     /// Undoes this thread's innermost ensure (the thread-stored design).
     /// `NotAttached` if nothing is ensured; `OutOfOrder` if the innermost
     /// span is an activation, or a save inside it is still open.
-    #[inline]
+    #[inline(always)]
     pub fn release(&self) -> Result<()> {
-        if thread::fast_release(&self.reg) {
+        if self.release_nested() {
             return Ok(());
         }
-        self.release_past_fast_path()
+        self.release_slow()
     }
 
-    /// [`release`](Self::release) for a caller that tried
-    /// [`release_nested`](Self::release_nested) already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`release`](Self::release) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn release_past_fast_path(&self) -> Result<()> {
-        if B::EXTERNAL_SWITCHES && thread::fast_release(&self.reg) {
-            return Ok(());
+        if Self::FACADES_TRY_FAST {
+            self.release_slow()
+        } else {
+            self.release()
         }
+    }
+
+    #[inline(always)]
+    fn release_slow(&self) -> Result<()> {
         with_ctx(&self.reg, |c| c.release())
     }
 
     /// Undoes the ensure of ticket `t`, which must be this thread's innermost
     /// (the int-handle design). `WrongThread`, `OutOfOrder` or
     /// `InvalidHandle` otherwise (see [`Ticket`]).
-    #[inline]
+    #[inline(always)]
     pub fn release_ticket(&self, t: Ticket) -> Result<()> {
-        if thread::fast_release_ticket(&self.reg, t) {
+        if self.release_ticket_nested(t) {
             return Ok(());
         }
-        self.release_ticket_past_fast_path(t)
+        self.release_ticket_slow(t)
     }
 
-    /// [`release_ticket`](Self::release_ticket) for a caller that tried
-    /// [`release_ticket_nested`](Self::release_ticket_nested) already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`release_ticket`](Self::release_ticket) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn release_ticket_past_fast_path(&self, t: Ticket) -> Result<()> {
-        if B::EXTERNAL_SWITCHES && thread::fast_release_ticket(&self.reg, t) {
-            return Ok(());
+        if Self::FACADES_TRY_FAST {
+            self.release_ticket_slow(t)
+        } else {
+            self.release_ticket(t)
         }
+    }
+
+    #[inline(always)]
+    fn release_ticket_slow(&self, t: Ticket) -> Result<()> {
         with_ctx(&self.reg, |c| c.release_ticket(t))
     }
 
@@ -681,24 +721,29 @@ impl<B: Backend> Runtime<B> {
 
     /// Whether the calling thread is attached to `id` (exact per
     /// interpreter, unlike CPython's `PyGILState_Check`).
+    #[inline(always)]
     pub fn is_attached(&self, id: InterpreterId) -> bool {
-        if let Some(a) = thread::fast_is_attached(&self.reg, id.as_raw()) {
-            return a;
+        match self.is_attached_fast(id) {
+            Some(a) => a,
+            None => self.is_attached_slow(id),
         }
-        self.is_attached_past_fast_path(id)
     }
 
-    /// [`is_attached`](Self::is_attached) for a caller that tried
-    /// [`is_attached_fast`](Self::is_attached_fast) already (the C facades). On a backend where the facades do not try
-    /// it (CPython: see `c_abi::fast_global!`) it is tried here first.
+    /// [`is_attached`](Self::is_attached) for the C facades' full bodies: the
+    /// fast path is tried only where they did not try it (see
+    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     pub fn is_attached_past_fast_path(&self, id: InterpreterId) -> bool {
-        if B::EXTERNAL_SWITCHES
-            && let Some(a) = thread::fast_is_attached(&self.reg, id.as_raw())
-        {
-            return a;
+        if Self::FACADES_TRY_FAST {
+            self.is_attached_slow(id)
+        } else {
+            self.is_attached(id)
         }
+    }
+
+    #[inline(always)]
+    fn is_attached_slow(&self, id: InterpreterId) -> bool {
         self.query(|c| c.is_attached_to(id)).unwrap_or(false)
     }
 

@@ -530,19 +530,7 @@ fn fast_ctx<'a, B: Backend>(
     reg: &Registry<B>,
     pre: impl FnOnce(&Fast) -> bool,
 ) -> Option<(&'a mut Fast, &'a mut RtCtx<B>)> {
-    let p = B::ctx_ptr()?.cast::<ThreadCtx<B>>();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null slot holds this thread's live context. `busy` is
-    // read through the raw place first: while it is clear no call is
-    // inside on this thread, so no other reference to the context is live
-    // (and the fast paths make no call back into the library).
-    if unsafe { (*p).busy } {
-        return None;
-    }
-    // SAFETY: as above.
-    let t = unsafe { &mut *p };
+    let t = idle_ctx::<B>()?;
     if !pre(&t.fast) {
         return None;
     }
@@ -630,10 +618,7 @@ pub(crate) fn fast_release_ticket<B: Backend>(reg: &Registry<B>, t: Ticket) -> b
     let Some((f, c)) = fast_ctx(reg, |f| f.depth > 0) else {
         return false;
     };
-    let Some(d) = (f.depth as usize).checked_sub(1) else {
-        return false;
-    };
-    match f.seqs.get(d) {
+    match f.seqs.get(f.depth as usize - 1) {
         Some(&seq) if c.tag != 0 && Ticket::new(c.tag, seq) == t => {
             f.depth -= 1;
             true
@@ -650,37 +635,31 @@ pub(crate) fn fast_is_attached<B: Backend>(reg: &Registry<B>, id: u64) -> Option
     Some(id != 0 && c.current_interp == id)
 }
 
-/// This thread's fast state for backend `B` outside any call (null if it
-/// has no context or a call is inside).
-fn fast_state<B: Backend>() -> *mut Fast {
-    match B::ctx_ptr() {
-        Some(p) if !p.is_null() => {
-            let p = p.cast::<ThreadCtx<B>>();
-            // SAFETY: a non-null slot holds this thread's live context; only
-            // `busy` is read and the field's address taken.
-            unsafe {
-                if (*p).busy {
-                    std::ptr::null_mut()
-                } else {
-                    &raw mut (*p).fast
-                }
-            }
-        }
-        _ => std::ptr::null_mut(),
+/// This thread's context for backend `B` while no call is inside it
+/// (`None` if it has none, or a call is inside). The caller makes no call
+/// back into the library while it holds it.
+#[inline(always)]
+fn idle_ctx<'a, B: Backend>() -> Option<&'a mut ThreadCtx<B>> {
+    let p = B::ctx_ptr()?.cast::<ThreadCtx<B>>();
+    if p.is_null() {
+        return None;
     }
+    // SAFETY: a non-null slot holds this thread's live context. `busy` is
+    // read through the raw place first: while it is clear no call is
+    // inside on this thread, so no other reference to the context is live
+    // (and the fast paths make no call back into the library).
+    if unsafe { (*p).busy } {
+        return None;
+    }
+    // SAFETY: as above.
+    Some(unsafe { &mut *p })
 }
 
 /// The interpreter of guard `g` from the thread's guard cache, if it is
 /// `reg`'s and no guard of `reg` was closed since it was looked up.
 #[inline(always)]
 pub(crate) fn cached_guard<B: Backend>(reg: &Registry<B>, g: u64) -> Option<u64> {
-    let p = fast_state::<B>();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: this thread's fast state outside any call: no other
-    // reference to it is live.
-    let f = unsafe { &*p };
+    let f = &idle_ctx::<B>()?.fast;
     guard_cached(f, reg, g).then_some(f.guard_interp)
 }
 
@@ -688,12 +667,10 @@ pub(crate) fn cached_guard<B: Backend>(reg: &Registry<B>, g: u64) -> Option<u64>
 /// was `epoch`) names interpreter `interp`. Only right after a call on
 /// `reg` succeeded: `rts[0]` is then `reg`'s context (see `Fast`).
 pub(crate) fn cache_guard<B: Backend>(reg: &Registry<B>, g: u64, epoch: u64, interp: u64) {
-    let p = fast_state::<B>();
-    if p.is_null() {
+    let Some(t) = idle_ctx::<B>() else {
         return;
-    }
-    // SAFETY: as in `cached_guard`.
-    let f = unsafe { &mut *p };
+    };
+    let f = &mut t.fast;
     f.guard_reg = (reg as *const Registry<B>).cast();
     f.guard = g;
     f.guard_epoch = epoch;
@@ -2124,10 +2101,10 @@ mod fast_tests {
     use crate::{Model, Runtime};
 
     fn counted() -> u32 {
-        let p = fast_state::<Model>();
-        assert!(!p.is_null());
-        // SAFETY: this thread's fast state, read outside any call.
-        unsafe { (*p).depth }
+        idle_ctx::<Model>()
+            .expect("a context, no call inside")
+            .fast
+            .depth
     }
 
     /// The nested case takes the fast path: the inner spans are counted,

@@ -120,3 +120,38 @@ fn a_thread_cycling_through_short_lived_interpreters_does_not_grow() {
         "2,000 create/enter/finalize cycles left {grown} bytes live on this thread"
     );
 }
+
+/// The guard design with a guard the caller keeps (PEP 788's idiom):
+/// `Ensure(guard)` + `Release(token)` nested (A), on a thread holding
+/// nothing (C) and after a save (B) allocate nothing, whether the guard's
+/// interpreter comes from the thread's cache or the guard table.
+#[test]
+fn the_guard_design_s_ensure_under_a_kept_guard_allocates_nothing() {
+    let rt = Runtime::new();
+    let main = rt.main_interpreter().unwrap();
+    let g = rt.guard_for(main).unwrap();
+    let g2 = rt.guard_for(main).unwrap();
+    let round = |rt: &Runtime| {
+        // C, then A inside it
+        let t = rt.ensure_with_guard(g).unwrap();
+        let n = rt.ensure_with_guard(g).unwrap();
+        rt.release_token(n).unwrap();
+        // B
+        let s = rt.save().unwrap();
+        let r = rt.ensure_with_guard(g).unwrap();
+        rt.release_token(r).unwrap();
+        rt.restore(s).unwrap();
+        // another guard: looked up in the table, not the cache
+        let o = rt.ensure_with_guard(g2).unwrap();
+        rt.release_token(o).unwrap();
+        rt.release_token(t).unwrap();
+    };
+    round(&rt); // warm up: this thread's tables and kept thread state
+    let before = allocs();
+    for _ in 0..1000 {
+        round(&rt);
+    }
+    assert_eq!(allocs() - before, 0, "allocations under a kept guard");
+    rt.close_guard(g2).unwrap();
+    rt.close_guard(g).unwrap();
+}
