@@ -419,7 +419,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`ensure_with_guard`](Self::ensure_with_guard) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn ensure_with_guard_past_fast_path(&self, g: GuardId) -> Result<Ticket> {
@@ -477,7 +477,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`release_token`](Self::release_token) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn release_token_past_fast_path(&self, t: Ticket) -> Result<()> {
@@ -525,7 +525,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`ensure`](Self::ensure) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn ensure_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
@@ -554,7 +554,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`ensure_ticket`](Self::ensure_ticket) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn ensure_ticket_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
@@ -575,7 +575,7 @@ impl<B: Backend> Runtime<B> {
     /// (its check calls into libpython; see `c_abi::fast_global!`). The
     /// `*_past_fast_path` methods, which the facades' full bodies call, try
     /// them only where the facades did not.
-    pub const FACADES_TRY_FAST: bool = !B::EXTERNAL_SWITCHES;
+    const FACADES_TRY_FAST: bool = !B::EXTERNAL_SWITCHES;
 
     /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
     /// span is counted, exactly as `ensure` would) when the calling thread
@@ -635,7 +635,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`release`](Self::release) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn release_past_fast_path(&self) -> Result<()> {
@@ -664,7 +664,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`release_ticket`](Self::release_ticket) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn release_ticket_past_fast_path(&self, t: Ticket) -> Result<()> {
@@ -731,7 +731,7 @@ impl<B: Backend> Runtime<B> {
 
     /// [`is_attached`](Self::is_attached) for the C facades' full bodies: the
     /// fast path is tried only where they did not try it (see
-    /// [`FACADES_TRY_FAST`](Self::FACADES_TRY_FAST)).
+    /// `FACADES_TRY_FAST`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn is_attached_past_fast_path(&self, id: InterpreterId) -> bool {
