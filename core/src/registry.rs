@@ -6,7 +6,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ids::Arena;
-use crate::interp::Interp;
+use crate::interp::{Interp, ThreadInfo};
 use crate::sync::{Arc, AtomicU64 as SyncAtomicU64, Mutex};
 // Counters, fault injection, the closed flag and the exit bound are
 // bookkeeping, not synchronisation the core relies on: plain std atomics
@@ -35,9 +35,10 @@ pub(crate) struct Counters {
 /// An open guard of the guard design: a hold on `interp`.
 pub(crate) struct GuardRec<B: Backend> {
     pub(crate) interp: Arc<Interp<B>>,
-    /// The thread that took it, for holder reports.
-    os_tid: u64,
-    name: Option<String>,
+    /// The thread that took it, for holder reports: its context's record
+    /// where it has one (shared, so opening a guard reads no thread name
+    /// and allocates nothing but the table slot).
+    thread: Arc<ThreadInfo>,
     since_ns: u64,
 }
 
@@ -408,8 +409,7 @@ impl<B: Backend> Registry<B> {
         interp.gate.try_hold(false)?;
         let rec = GuardRec {
             interp: interp.clone(),
-            os_tid: crate::sync::os_thread_id(),
-            name: crate::sync::thread_name(),
+            thread: crate::thread::this_thread_info::<B>(),
             since_ns: crate::sync::coarse_now_ns(),
         };
         match self.guards.lock().insert_with(|_| rec) {
@@ -493,8 +493,8 @@ impl<B: Backend> Registry<B> {
             if Arc::ptr_eq(&g.interp, interp) {
                 hs.push(Holder {
                     thread_number: 0,
-                    os_thread_id: g.os_tid,
-                    thread_name: g.name.clone(),
+                    os_thread_id: g.thread.os_tid,
+                    thread_name: g.thread.name.clone(),
                     kind: SpanKind::Guard,
                     spans: 1,
                     held_for: std::time::Duration::from_nanos(now.saturating_sub(g.since_ns)),

@@ -451,8 +451,12 @@ impl<B: Backend> Runtime<B> {
     /// `InvalidHandle` (closed view) / `Busy` (no ticket tag, as for
     /// [`ensure_with_guard`](Self::ensure_with_guard)) / `NoMemory`.
     pub fn ensure_from_view(&self, v: ViewId) -> Result<Ticket> {
-        let g = self.guard_from_view(v)?;
-        let id = self.reg.guard_interp(g)?.id;
+        // the guard's interpreter is the one just looked up: no second
+        // look-up in the guard table
+        let (id, g) = {
+            let interp = self.reg.lookup(self.reg.view_id(v)?)?;
+            (interp.id, self.reg.open_guard(&interp)?)
+        };
         match with_ctx(&self.reg, |c| c.ensure_guarded(id, g.as_raw())) {
             Ok(t) => Ok(t),
             Err(e) => {

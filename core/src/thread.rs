@@ -677,6 +677,24 @@ pub(crate) fn cache_guard<B: Backend>(reg: &Registry<B>, g: u64, epoch: u64, int
     f.guard_interp = interp;
 }
 
+/// The calling thread's identity for a holder report: its context's
+/// record if it has one (no system call, no allocation), else read now.
+pub(crate) fn this_thread_info<B: Backend>() -> Arc<ThreadInfo> {
+    match idle_ctx::<B>() {
+        Some(t) => t.info.clone(),
+        None => Arc::new(read_thread_info(0)),
+    }
+}
+
+/// Reads the calling thread's OS id and name (a system call each).
+fn read_thread_info(number: u64) -> ThreadInfo {
+    ThreadInfo {
+        number,
+        os_tid: crate::sync::os_thread_id(),
+        name: crate::sync::thread_name(),
+    }
+}
+
 /// Marks a call inside for as long as it lives (made by [`enter`]); its
 /// drop, also by unwinding, resets `busy`.
 struct CallGuard<B: Backend>(*mut ThreadCtx<B>);
@@ -728,11 +746,7 @@ impl<B: Backend> ThreadCtx<B> {
 #[cold]
 fn new_thread_ctx<B: Backend>() -> Result<*mut ThreadCtx<B>> {
     let number = crate::sync::next_thread_number();
-    let info = Arc::new(ThreadInfo {
-        number,
-        os_tid: crate::sync::os_thread_id(),
-        name: crate::sync::thread_name(),
-    });
+    let info = Arc::new(read_thread_info(number));
     let (tag, seq_start) = alloc_tag(number);
     let ctx = Box::new(ThreadCtx::<B> {
         header: CtxHeader { number },

@@ -213,3 +213,73 @@ fn guard_misuse_is_refused_with_state_unchanged() {
     rt.release_token(t).unwrap();
     assert_eq!(rt.diagnostics().open_holds, 0);
 }
+
+/// A guard's holder record names the thread that opened it: its name and
+/// OS thread id, read from the thread's context where it has one (a thread
+/// that ensured before) and read directly where it has none, and a guard
+/// taken by `EnsureFromView` the same.
+#[test]
+fn a_guard_names_the_thread_that_opened_it() {
+    watchdog(20, || {
+        let rt = Arc::new(Runtime::new());
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let v = rt.view_for(sub).unwrap();
+        let open = |name: &str, with_ctx: bool| {
+            let rt = rt.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    if with_ctx {
+                        let t = rt.ensure(sub).unwrap();
+                        rt.release_ticket(t).unwrap();
+                    }
+                    let g = rt.guard_for(sub).unwrap();
+                    (g, tstate_core_test_tid())
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        let (g1, tid1) = open("no-context", false);
+        let (g2, tid2) = open("with-context", true);
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let rt2 = rt.clone();
+        let h = std::thread::Builder::new()
+            .name("from-view".into())
+            .spawn(move || {
+                let t = rt2.ensure_from_view(v).unwrap();
+                tx.send(tstate_core_test_tid()).unwrap();
+                done_rx.recv().unwrap();
+                rt2.release_token(t).unwrap();
+            })
+            .unwrap();
+        let tid3 = rx.recv().unwrap();
+        let mut seen: Vec<(Option<String>, u64)> = rt
+            .holders(sub)
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.kind == SpanKind::Guard)
+            .map(|h| (h.thread_name, h.os_thread_id))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (Some("from-view".into()), tid3),
+                (Some("no-context".into()), tid1),
+                (Some("with-context".into()), tid2),
+            ]
+        );
+        done_tx.send(()).unwrap();
+        h.join().unwrap();
+        rt.close_guard(g1).unwrap();
+        rt.close_guard(g2).unwrap();
+        rt.close_view(v).unwrap();
+    });
+}
+
+fn tstate_core_test_tid() -> u64 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    u64::try_from(unsafe { libc::gettid() }).unwrap()
+}

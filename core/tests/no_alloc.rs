@@ -155,3 +155,47 @@ fn the_guard_design_s_ensure_under_a_kept_guard_allocates_nothing() {
     rt.close_guard(g2).unwrap();
     rt.close_guard(g).unwrap();
 }
+
+/// The guard design's `EnsureFromView` + `Release` (what Cython's `with gil`
+/// would generate with a view it keeps): on a thread holding nothing (C),
+/// nested in another span (A) and after a save (B), each call opens and
+/// closes a guard and allocates nothing. The guard's holder record takes
+/// the thread's identity from its context: before, it read the thread's
+/// name per call into a new `String` (one allocation, and a `prctl`).
+#[test]
+fn ensure_from_view_allocates_nothing() {
+    let rt = Runtime::new();
+    let main = rt.main_interpreter().unwrap();
+    let v = rt.view_for(main).unwrap();
+    let round = |rt: &Runtime| {
+        let t = rt.ensure_from_view(v).unwrap();
+        let n = rt.ensure_from_view(v).unwrap();
+        rt.release_token(n).unwrap();
+        let s = rt.save().unwrap();
+        let r = rt.ensure_from_view(v).unwrap();
+        rt.release_token(r).unwrap();
+        rt.restore(s).unwrap();
+        rt.release_token(t).unwrap();
+    };
+    let check = |rt: &Runtime, what: &str| {
+        // warm up: the thread's context, kept thread state and the guard
+        // table's first slots
+        for _ in 0..4 {
+            round(rt);
+        }
+        let before = allocs();
+        for _ in 0..1000 {
+            round(rt);
+        }
+        assert_eq!(
+            allocs() - before,
+            0,
+            "allocations by EnsureFromView on {what}"
+        );
+    };
+    check(&rt, "a named thread");
+    std::thread::scope(|s| {
+        s.spawn(|| check(&rt, "an unnamed thread"));
+    });
+    rt.close_view(v).unwrap();
+}
