@@ -18,6 +18,10 @@ unsafe extern "C" {
     fn PyThreadState_Clear(ts: *mut PyThreadState);
     fn PyThreadState_DeleteCurrent();
     fn PyInterpreterState_Main() -> *mut PyInterpreterState;
+    fn PyThreadState_Get() -> *mut PyThreadState;
+    fn PyThreadState_Swap(ts: *mut PyThreadState) -> *mut PyThreadState;
+    fn Py_NewInterpreter() -> *mut PyThreadState;
+    fn Py_EndInterpreter(ts: *mut PyThreadState);
     fn Py_IncRef(o: *mut c_void);
     fn Py_DecRef(o: *mut c_void);
     static mut _Py_NoneStruct: u8;
@@ -138,4 +142,38 @@ pub fn ensure_work_release() {
         Py_DecRef(none());
         PyGILState_Release(g);
     }
+}
+
+/// F's reference, CPython's own part of a finalization: on a fresh thread,
+/// `Py_NewInterpreter` (a subinterpreter sharing the main interpreter's
+/// lock, as F's on this backend), then `Py_EndInterpreter` of it, timed
+/// alone. `None` if the subinterpreter could not be created.
+pub fn end_interpreter() -> Option<Duration> {
+    std::thread::spawn(|| {
+        // SAFETY: the thread-state protocol of CPython 3.11: the GIL is
+        // taken with a thread state of main, `Py_NewInterpreter` makes the
+        // new interpreter's thread state current, `Py_EndInterpreter` is
+        // called with it current and leaves none current with the GIL held,
+        // and main's thread state is swapped back in before the GIL is
+        // released by the matching `PyGILState_Release`.
+        unsafe {
+            let g = PyGILState_Ensure();
+            let main_ts = PyThreadState_Get();
+            let sub = Py_NewInterpreter();
+            if sub.is_null() {
+                PyThreadState_Swap(main_ts);
+                PyGILState_Release(g);
+                return None;
+            }
+            let t0 = Instant::now();
+            Py_EndInterpreter(sub);
+            let d = t0.elapsed();
+            PyThreadState_Swap(main_ts);
+            PyGILState_Release(g);
+            Some(d)
+        }
+    })
+    .join()
+    .ok()
+    .flatten()
 }

@@ -450,56 +450,99 @@ struct Finalization {
     refused_ns: f64,
 }
 
-fn finalization<F: Facade>(rounds: usize) -> Finalization {
-    let mut lat = Vec::new();
-    let mut refused = Vec::new();
-    for _ in 0..rounds {
-        let id = F::create(0).expect("create");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
-            let s = F::enter(id).expect("enter");
-            let saved = F::save().expect("save");
-            ready_tx.send(()).expect("ready");
-            go_rx.recv().expect("go");
-            F::restore(saved).expect("restore");
-            let t = Instant::now();
-            F::leave(s).expect("leave");
-            t
-        });
-        ready_rx.recv().expect("ready");
-        let fin = std::thread::spawn(move || {
-            F::finalize(id, -1).expect("finalize");
-            Instant::now()
-        });
-        while F::state(id) != 1 {
-            std::thread::yield_now();
+/// One round of F for one design: (last release → finalize returns, µs;
+/// one refused enter while finalizing, ns). `mode` is the subinterpreter's
+/// lock mode (own on the model; shared with main on CPython, whose
+/// own-lock ones need 3.12+).
+fn fin_round<F: Facade>(mode: u32) -> (f64, f64) {
+    let id = F::create(mode).expect("create");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (released_tx, released_rx) = std::sync::mpsc::channel();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+    // the holder stays alive until finalize has returned, so that its
+    // thread's exit (which frees its kept thread states: on CPython
+    // under the GIL the finalizer holds) is not part of the latency
+    let holder = std::thread::spawn(move || {
+        let s = F::enter(id).expect("enter");
+        let saved = F::save().expect("save");
+        ready_tx.send(()).expect("ready");
+        go_rx.recv().expect("go");
+        F::restore(saved).expect("restore");
+        let t = Instant::now();
+        F::leave(s).expect("leave");
+        released_tx.send(t).expect("released");
+        exit_rx.recv().expect("exit");
+    });
+    ready_rx.recv().expect("ready");
+    let fin = std::thread::spawn(move || {
+        F::finalize(id, -1).expect("finalize");
+        Instant::now()
+    });
+    while F::state(id) != 1 {
+        std::thread::yield_now();
+    }
+    // refused enters while finalize waits (a fresh thread, 2,000 tries)
+    let per = std::thread::spawn(move || {
+        let n = 2000u32;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            assert!(F::enter(black_box(id)).is_err());
         }
-        // refused enters while finalize waits (a fresh thread, 2,000 tries)
-        let per = std::thread::spawn(move || {
-            let n = 2000u32;
-            let t0 = Instant::now();
-            for _ in 0..n {
-                assert!(F::enter(black_box(id)).is_err());
+        t0.elapsed().as_nanos() as f64 / f64::from(n)
+    })
+    .join()
+    .expect("refuser");
+    std::thread::sleep(Duration::from_millis(2)); // finalize is asleep
+    go_tx.send(()).expect("go");
+    let released = released_rx.recv().expect("holder");
+    let done = fin.join().expect("finalizer");
+    exit_tx.send(()).expect("exit");
+    holder.join().expect("holder");
+    (
+        done.saturating_duration_since(released).as_secs_f64() * 1e6,
+        per,
+    )
+}
+
+/// F for every design, and CPython's own `Py_EndInterpreter` as the
+/// reference, interleaved round by round (one round of each in turn), so
+/// that each sees the same machine and the same CPython heap. The
+/// reference's `refused_ns` is NaN (it refuses nothing).
+fn finalization(rounds: usize, mode: u32) -> Vec<Finalization> {
+    type Round = fn(u32) -> Option<(f64, f64)>;
+    let mut rows: Vec<(&'static str, Round)> = vec![
+        (Ensure::NAME, |m| Some(fin_round::<Ensure>(m))),
+        (Handle::NAME, |m| Some(fin_round::<Handle>(m))),
+        (Activate::NAME, |m| Some(fin_round::<Activate>(m))),
+        (Guard::NAME, |m| Some(fin_round::<Guard>(m))),
+    ];
+    #[cfg(has_libpython)]
+    rows.push(("cpython", |_| {
+        cpython::end_interpreter().map(|d| (d.as_secs_f64() * 1e6, f64::NAN))
+    }));
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); rows.len()];
+    for _ in 0..rounds {
+        for (k, (_, round)) in rows.iter().enumerate() {
+            if let Some((l, r)) = round(mode) {
+                samples[k].0.push(l);
+                samples[k].1.push(r);
             }
-            t0.elapsed().as_nanos() as f64 / f64::from(n)
+        }
+    }
+    rows.iter()
+        .zip(samples)
+        .filter(|(_, (lat, _))| !lat.is_empty())
+        .map(|((design, _), (lat, refused))| {
+            let mut sorted = lat.clone();
+            sorted.sort_by(f64::total_cmp);
+            Finalization {
+                design,
+                latency_us: (median(lat), sorted[0], sorted[sorted.len() - 1]),
+                refused_ns: median(refused),
+            }
         })
-        .join()
-        .expect("refuser");
-        refused.push(per);
-        std::thread::sleep(Duration::from_millis(2)); // finalize is asleep
-        go_tx.send(()).expect("go");
-        let released = holder.join().expect("holder");
-        let done = fin.join().expect("finalizer");
-        lat.push(done.saturating_duration_since(released).as_secs_f64() * 1e6);
-    }
-    let mut sorted = lat.clone();
-    sorted.sort_by(f64::total_cmp);
-    Finalization {
-        design: F::NAME,
-        latency_us: (median(lat), sorted[0], sorted[sorted.len() - 1]),
-        refused_ns: median(refused),
-    }
+        .collect()
 }
 
 // ----- G: scale --------------------------------------------------------------
@@ -690,15 +733,14 @@ fn report(a: &Args) {
         iters: a.iters,
     };
     // With the designs on CPython (`TSTATE_BACKEND=cpython`) only the
-    // latency tables run: W, G and E create own-lock subinterpreters
+    // latency tables and F run: W, G and E create own-lock subinterpreters
     // (`UNSUPPORTED` before CPython 3.12; this benchmark links 3.11) or a
-    // free-threaded one, G 10,000 of them per design, and F finalizes
-    // interpreters the benchmark created. Each skipped section says so.
+    // free-threaded one, G 10,000 of them per design. Each skipped section
+    // says so.
     let on_cpython = std::env::var("TSTATE_BACKEND").as_deref() == Ok("cpython");
     eprintln!("latency: {} rounds × {} ops …", a.rounds, a.iters);
     let lat = bench::run(&latency_benches(), cfg, &mut |_| {});
-    let (mut wide_m, mut scaled, mut thr, mut fin) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut wide_m, mut scaled, mut thr) = (Vec::new(), Vec::new(), Vec::new());
     if !on_cpython {
         eprintln!("wide (W): a thread that uses {WIDE} interpreters …");
         let mut wb: Vec<Bench> = bench::comparison_benches().into_iter().take(1).collect();
@@ -714,14 +756,11 @@ fn report(a: &Args) {
             a.rounds, a.e_iters
         );
         thr = throughput(a.rounds, a.e_iters);
-        eprintln!("finalization (F): {} rounds …", a.rounds);
-        fin = vec![
-            finalization::<Ensure>(a.rounds),
-            finalization::<Handle>(a.rounds),
-            finalization::<Activate>(a.rounds),
-            finalization::<Guard>(a.rounds),
-        ];
     }
+    // F runs on both backends: on CPython its subinterpreters share the
+    // main interpreter's lock (own-lock ones need 3.12+)
+    eprintln!("finalization (F): {} rounds …", a.rounds);
+    let fin = finalization(a.rounds, u32::from(on_cpython));
     // a section's table header, or on CPython why the section is skipped
     let head = |out: &mut String, why: &str, header: String| {
         if on_cpython {
@@ -873,19 +912,28 @@ fn report(a: &Args) {
         }
     )
     .unwrap();
-    head(
-        &mut out,
-        "it finalizes subinterpreters the benchmark creates with their own lock (3.12+); on CPython finalization is exercised by the exit race (`docs/cpython-exit-race.md`)",
-        format!(
-            "| design | last release → finalize returns, median µs | min | max | one refused enter while finalizing, ns |\n{}",
-            sep(5)
-        ),
-    );
+    if on_cpython {
+        writeln!(out, "Subinterpreters sharing the main interpreter's lock (CPython 3.11 has no own-lock ones); finalize ends each with `Py_EndInterpreter`.\n").unwrap();
+    }
+    writeln!(
+        out,
+        "| design | last release → finalize returns, median µs | min | max | one refused enter while finalizing, ns |\n{}",
+        sep(5)
+    )
+    .unwrap();
     for f in &fin {
+        let (design, refused) = if f.design == "cpython" {
+            (
+                "cpython: `Py_EndInterpreter` of a subinterpreter sharing main's lock, alone (reference)".to_string(),
+                "—".to_string(),
+            )
+        } else {
+            (f.design.to_string(), format!("{:.1}", f.refused_ns))
+        };
         writeln!(
             out,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            f.design, f.latency_us.0, f.latency_us.1, f.latency_us.2, f.refused_ns
+            "| {design} | {:.1} | {:.1} | {:.1} | {refused} |",
+            f.latency_us.0, f.latency_us.1, f.latency_us.2
         )
         .unwrap();
     }
@@ -901,7 +949,7 @@ fn report(a: &Args) {
     .unwrap();
     head(
         &mut out,
-        "10,000 own-lock CPython subinterpreters per design (3.12+, and more memory than this machine has)",
+        "10,000 CPython subinterpreters per design do not fit this machine: a 3.11 subinterpreter takes about 4 MB and 30 ms to create (`docs/performance.md`, \"G with the designs on CPython\"), and own-lock ones need 3.12+",
         format!(
             "| design | case | × mutex, 1 interpreter | × mutex, 10,000 interpreters | ratio |\n{}",
             sep(5)
