@@ -82,3 +82,59 @@ fn the_benchmark_runs_with_the_designs_on_cpython() {
         assert!(median > 0.0, "{row}");
     }
 }
+
+/// `tstate-memory` measures the backend it is asked for, and on both the
+/// library's memory does not grow with the number of operations (the
+/// second window of 100,000 rounds leaves 0 live bytes).
+#[test]
+fn the_memory_measurement_runs_on_both_backends() {
+    let backends: &[&str] = if cfg!(has_libpython) {
+        &["model", "cpython"]
+    } else {
+        eprintln!("built without libpython3.11: the CPython run is skipped");
+        &["model"]
+    };
+    for backend in backends {
+        let out = Command::new(env!("CARGO_BIN_EXE_tstate-memory"))
+            .arg("--markdown")
+            .env("TSTATE_BACKEND", backend)
+            .output()
+            .expect("tstate-memory");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{backend}: exit {:?}\n{stdout}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = if *backend == "cpython" {
+            "CPython 3.11"
+        } else {
+            "model"
+        };
+        assert!(
+            stdout.contains(&format!("designs on the {name} backend")),
+            "{stdout}"
+        );
+        let cells = |prefix: &str| -> Vec<f64> {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{backend}: no row {prefix}: {stdout}"));
+            row.split('|')
+                .skip(3)
+                .filter_map(|c| c.trim().parse().ok())
+                .collect()
+        };
+        let next = cells("| the next 100,000 rounds");
+        assert_eq!(next[0], 0.0, "{backend}: live bytes grew: {stdout}");
+        let interp = cells("| interpreter (created");
+        if *backend == "cpython" {
+            // a real subinterpreter: CPython's own memory, well beyond the
+            // library's record
+            assert!(interp[2] > 100_000.0, "{stdout}");
+        } else {
+            assert!(interp[2] < 10_000.0, "{stdout}");
+        }
+    }
+}
