@@ -1069,9 +1069,10 @@ impl<B: Backend> RtCtx<B> {
     fn detach_current(&mut self) -> u32 {
         let cur = self.current;
         if cur != NONE {
-            let ts = self.ts(cur).clone();
+            // borrowed, not cloned: no reference-count round trip per call
+            let ts = self.ts(cur);
             ts.set_attached(false);
-            self.backend().detach(&ts.interp, &ts);
+            self.backend().detach(&ts.interp, ts);
             self.clear_current();
         }
         cur
@@ -1082,12 +1083,13 @@ impl<B: Backend> RtCtx<B> {
     /// interpreter is gone.
     fn reattach(&mut self, idx: u32) {
         if idx != NONE && !self.ts(idx).is_deleted() {
-            let ts = self.ts(idx).clone();
-            self.backend().attach(&ts.interp, &ts, false);
+            // borrowed, not cloned: no reference-count round trip per call
+            let ts = self.ts(idx);
+            self.backend().attach(&ts.interp, ts, false);
             if ts.is_deleted() {
                 // its interpreter was finalized while this thread waited for
                 // the lock (a daemon span: no hold kept it open)
-                self.backend().detach(&ts.interp, &ts);
+                self.backend().detach(&ts.interp, ts);
                 return;
             }
             self.set_current(idx);
@@ -1306,9 +1308,9 @@ impl<B: Backend> RtCtx<B> {
                 }
             },
         };
-        let t = self.ts(ts).clone();
+        let t = self.ts(ts);
         if t.kind != TsKind::Borrowed
-            && let Err(e) = self.backend().materialize(&interp, &t)
+            && let Err(e) = self.backend().materialize(&interp, t)
         {
             if given.is_none() && t.kind == TsKind::Ensure {
                 self.delete_local(ts);
@@ -1317,7 +1319,7 @@ impl<B: Backend> RtCtx<B> {
             return Err(e);
         }
         let prev = self.detach_current();
-        self.backend().attach(&interp, &t, locked);
+        self.backend().attach(&interp, self.ts(ts), locked);
         self.set_current(ts);
         if mode == HoldMode::Daemon {
             return Ok((ts, prev));
