@@ -25,11 +25,25 @@ pub(crate) struct HoldCell {
     pub(crate) kind: AtomicU8,
 }
 
-/// Identity of a thread, for holder reports.
+/// Identity of a thread, for holder reports: shared by the thread's
+/// context, its records in interpreters and the guards it opens, so that a
+/// report names the thread without a system call per span or guard. The
+/// name is the one the thread had at its first use of the library (a
+/// later rename is not seen).
 pub(crate) struct ThreadInfo {
     pub(crate) number: u64,
-    pub(crate) os_tid: u64,
+    /// The OS thread id. Not a synchronization word: written once at
+    /// creation and once more in the child of a `fork()` (where the
+    /// forking thread has a new id and no other thread exists), read only
+    /// for reports (Relaxed).
+    pub(crate) os_tid: AtomicU64,
     pub(crate) name: Option<String>,
+}
+
+impl ThreadInfo {
+    pub(crate) fn os_tid(&self) -> u64 {
+        self.os_tid.load(Ordering::Relaxed)
+    }
 }
 
 /// One interpreter.
@@ -150,7 +164,7 @@ impl<B: Backend> Interp<B> {
                 let spans = c.spans.load(Ordering::Acquire);
                 (spans > 0).then(|| Holder {
                     thread_number: c.thread.number,
-                    os_thread_id: c.thread.os_tid,
+                    os_thread_id: c.thread.os_tid(),
                     thread_name: c.thread.name.clone(),
                     kind: if c.kind.load(Ordering::Relaxed) == 1 {
                         SpanKind::Activate

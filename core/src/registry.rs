@@ -493,7 +493,7 @@ impl<B: Backend> Registry<B> {
             if Arc::ptr_eq(&g.interp, interp) {
                 hs.push(Holder {
                     thread_number: 0,
-                    os_thread_id: g.thread.os_tid,
+                    os_thread_id: g.thread.os_tid(),
                     thread_name: g.thread.name.clone(),
                     kind: SpanKind::Guard,
                     spans: 1,

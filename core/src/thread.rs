@@ -690,7 +690,7 @@ pub(crate) fn this_thread_info<B: Backend>() -> Arc<ThreadInfo> {
 fn read_thread_info(number: u64) -> ThreadInfo {
     ThreadInfo {
         number,
-        os_tid: crate::sync::os_thread_id(),
+        os_tid: std::sync::atomic::AtomicU64::new(crate::sync::os_thread_id()),
         name: crate::sync::thread_name(),
     }
 }
@@ -954,6 +954,11 @@ pub(crate) fn fork_child_view<B: Backend>(reg: &Registry<B>) -> ForkView<B> {
     // exists, and the child handler runs outside any call of the library.
     let t = unsafe { &*p.cast::<ThreadCtx<B>>() };
     view.thread_number = t.info.number;
+    // the forking thread has a new OS id in the child: every report of it
+    // (its spans' records, the guards it opened) shares this one record
+    t.info
+        .os_tid
+        .store(crate::sync::os_thread_id(), Ordering::Relaxed);
     let Some(c) = t
         .rts
         .iter()

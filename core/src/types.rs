@@ -172,9 +172,13 @@ pub enum SpanKind {
 pub struct Holder {
     /// The runtime's number for the thread (stable for the thread's life).
     pub thread_number: u64,
-    /// The operating system's thread id (Linux `gettid`), 0 if unknown.
+    /// The operating system's thread id (Linux `gettid`), 0 if unknown;
+    /// in the child of a `fork()`, the forking thread's id in the child.
     pub os_thread_id: u64,
-    /// The thread's name, if it has one.
+    /// The thread's name, if it has one: the name it had when it first
+    /// used the library (for a guard opened by a thread that had not, its
+    /// name when it opened the guard). A later rename is not seen: the
+    /// name is read once per thread, not per span or guard.
     pub thread_name: Option<String>,
     /// The kind of the thread's outermost span on the interpreter.
     pub kind: SpanKind,

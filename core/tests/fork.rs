@@ -5,29 +5,11 @@
 //! Its own test binary, one test: `fork()` in a process with other test
 //! threads running would copy their state too.
 
+mod common;
+use common::wait_child;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use tstate_core::{LockMode, Runtime};
-
-/// Waits for `pid`, failing if it does not exit within `secs` (the child
-/// arms `alarm` too, so a hang there ends as SIGALRM).
-fn wait_child(pid: libc::pid_t, secs: u64) -> i32 {
-    let t0 = std::time::Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return status;
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            // SAFETY: killing our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("child hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn d05_fork_child_does_not_inherit_spans_or_locks_of_threads_that_do_not_exist() {

@@ -38,3 +38,23 @@ pub fn scaled(n: usize) -> usize {
         .unwrap_or(1);
     n * k.max(1)
 }
+
+/// Waits for `pid`, failing if it does not exit within `secs` (the child
+/// arms `alarm` too, so a hang there ends as SIGALRM).
+pub fn wait_child(pid: libc::pid_t, secs: u64) -> i32 {
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return status;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("child hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
