@@ -575,11 +575,11 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// Whether the C facades try the fast paths before their panic
-    /// boundary on this backend: on the model (a few loads), not on CPython
-    /// (its check calls into libpython; see `c_abi::fast_global!`). The
-    /// `*_past_fast_path` methods, which the facades' full bodies call, try
-    /// them only where the facades did not.
-    const FACADES_TRY_FAST: bool = !B::EXTERNAL_SWITCHES;
+    /// boundary on this backend: on both (`c_abi::fast_global!`; on CPython
+    /// since the measurement there). The `*_past_fast_path` methods, which
+    /// the facades' full bodies call, try them only where the facades did
+    /// not.
+    const FACADES_TRY_FAST: bool = true;
 
     /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
     /// span is counted, exactly as `ensure` would) when the calling thread
