@@ -121,11 +121,11 @@ pub use with_global;
 /// answer, no runtime yet, or panics are being injected (so every call
 /// reaches the boundary) — means the caller runs its full body.
 ///
-/// On CPython the fast path ran inside the boundary until the measurement
-/// in `docs/performance.md` ("The nested fast path on CPython"): before
-/// it, nested ensure+release cost 150 instructions instead of 205 (10.6 →
-/// 7.7 ns), at 10 more on the model's (its exported functions now save
-/// registers for the CPython branch's libpython call).
+/// On CPython the fast path used to run inside the boundary. Tried before
+/// it, nested ensure+release costs 150 instructions instead of 205 (10.6 →
+/// 7.7 ns), at 10 more on the model (its exported functions now save
+/// registers for the CPython branch's libpython call): `docs/performance.md`,
+/// "The nested fast path on CPython".
 #[macro_export]
 macro_rules! fast_global {
     ($f:ty, $rt:ident => $body:expr) => {
