@@ -794,14 +794,20 @@ fn report(a: &Args) {
     eprintln!("finalization (F): {} rounds …", a.rounds);
     let fin = finalization(a.rounds, on_cpython);
     // a section's table header, or on CPython why the section is skipped
-    let head = |out: &mut String, why: &str, header: String| {
-        if on_cpython {
-            writeln!(
+    // a section's table header; with the designs on CPython, first what
+    // the section means there, or (skipped) why it is not run
+    enum OnCpython<'a> {
+        Note(&'a str),
+        Skipped(&'a str),
+    }
+    let head = |out: &mut String, on_cpy: OnCpython, header: String| {
+        match on_cpy {
+            OnCpython::Skipped(why) if on_cpython => writeln!(
                 out,
                 "Skipped with the designs on the CPython backend: {why}. Run without `TSTATE_BACKEND=cpython` for the model's.\n"
-            )
-        } else {
-            writeln!(out, "{header}")
+            ),
+            OnCpython::Note(note) if on_cpython => writeln!(out, "{note}\n\n{header}"),
+            _ => writeln!(out, "{header}"),
         }
         .unwrap();
     };
@@ -906,15 +912,16 @@ fn report(a: &Args) {
         }
     )
     .unwrap();
-    if on_cpython {
-        writeln!(out, "CPython 3.11 has no own-lock or free-threaded interpreters: two threads are serialized by the GIL in every design row, and what counts is each design's ratio against CPython's own (`PyGILState`) row.\n").unwrap();
-    }
-    writeln!(
-        out,
-        "| design | scenario | ops/s, 1 thread | ops/s, 2 threads | 2 vs 1 | 2 vs 1, ÷ control |\n{}",
-        sep(6)
-    )
-    .unwrap();
+    head(
+        &mut out,
+        OnCpython::Note(
+            "CPython 3.11 has no own-lock or free-threaded interpreters: two threads are serialized by the GIL in every design row, and what counts is each design's ratio against CPython's own (`PyGILState`) row.",
+        ),
+        format!(
+            "| design | scenario | ops/s, 1 thread | ops/s, 2 threads | 2 vs 1 | 2 vs 1, ÷ control |\n{}",
+            sep(6)
+        ),
+    );
     for t in &thr {
         writeln!(
             out,
@@ -945,15 +952,16 @@ fn report(a: &Args) {
         }
     )
     .unwrap();
-    if on_cpython {
-        writeln!(out, "Subinterpreters sharing the main interpreter's lock (CPython 3.11 has no own-lock ones); finalize ends each with `Py_EndInterpreter`. The reference row times CPython's `Py_EndInterpreter` of such a subinterpreter alone, no holder and no gate, in the same rounds.\n").unwrap();
-    }
-    writeln!(
-        out,
-        "| design | last release → finalize returns, median µs | min | max | one refused enter while finalizing, ns |\n{}",
-        sep(5)
-    )
-    .unwrap();
+    head(
+        &mut out,
+        OnCpython::Note(
+            "Subinterpreters sharing the main interpreter's lock (CPython 3.11 has no own-lock ones); finalize ends each with `Py_EndInterpreter`. The reference row times CPython's `Py_EndInterpreter` of such a subinterpreter alone, no holder and no gate, in the same rounds.",
+        ),
+        format!(
+            "| design | last release → finalize returns, median µs | min | max | one refused enter while finalizing, ns |\n{}",
+            sep(5)
+        ),
+    );
     for f in &fin {
         let (design, refused) = if f.design == "cpython" {
             (
@@ -982,7 +990,9 @@ fn report(a: &Args) {
     .unwrap();
     head(
         &mut out,
-        "10,000 CPython subinterpreters per design do not fit this machine: a 3.11 subinterpreter takes about 4 MB and 30 ms to create (`docs/performance.md`, \"G with the designs on CPython\"), and own-lock ones need 3.12+",
+        OnCpython::Skipped(
+            "10,000 CPython subinterpreters per design do not fit this machine: a 3.11 subinterpreter takes about 4 MB and 30 ms to create (`docs/performance.md`, \"G with the designs on CPython\"), and own-lock ones need 3.12+",
+        ),
         format!(
             "| design | case | × mutex, 1 interpreter | × mutex, 10,000 interpreters | ratio |\n{}",
             sep(5)
@@ -1014,7 +1024,7 @@ fn report(a: &Args) {
     .unwrap();
     head(
         &mut out,
-        "1,000 own-lock CPython subinterpreters (3.12+)",
+        OnCpython::Skipped("1,000 own-lock CPython subinterpreters (3.12+)"),
         format!(
             "| design | case | × mutex, thread uses 1 | × mutex, thread uses 1,000 | ratio |\n{}",
             sep(5)

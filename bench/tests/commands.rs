@@ -6,6 +6,25 @@
 
 use std::process::Command;
 
+/// The part of `out` from the heading `from` to the heading `to`.
+fn section<'a>(out: &'a str, from: &str, to: &str) -> &'a str {
+    let rest = &out[out.find(from).unwrap_or_else(|| panic!("no {from}: {out}"))..];
+    &rest[..rest.find(to).unwrap_or_else(|| panic!("no {to}: {out}"))]
+}
+
+/// Column `col` (counted between `|`, the first is 1) of the first row of
+/// `table` that starts with `prefix`, as a number.
+fn cell(table: &str, prefix: &str, col: usize) -> f64 {
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row {prefix}: {table}"));
+    row.split('|')
+        .nth(col)
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or_else(|| panic!("column {col} of {row} is not a number"))
+}
+
 #[test]
 fn cargo_run_of_the_package_runs_the_benchmark() {
     let out = Command::new(env!("CARGO"))
@@ -59,32 +78,20 @@ fn the_benchmark_runs_with_the_designs_on_cpython() {
     );
     // E runs on CPython: every design on main and on two subinterpreters
     // sharing its lock, and CPython's own row, each with a measured ratio
-    let e = &stdout[stdout.find("E: THROUGHPUT").expect("E section")..];
-    let e = &e[..e.find("F: FINALIZATION").expect("F section")];
+    let e = section(&stdout, "E: THROUGHPUT", "F: FINALIZATION");
     for design in ["ensure", "handle", "activate", "guard"] {
         for scenario in [
             "main interpreter (the GIL)",
             "two subinterpreters sharing main's lock",
         ] {
-            let row = e
-                .lines()
-                .find(|l| l.starts_with(&format!("| {design} | {scenario} |")))
-                .unwrap_or_else(|| panic!("no E row for {design}, {scenario}: {e}"));
-            let ops: f64 = row
-                .split('|')
-                .nth(3)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap_or_else(|err| panic!("{row}: {err}"));
-            assert!(ops > 0.0, "{row}");
+            let ops = cell(e, &format!("| {design} | {scenario} |"), 3);
+            assert!(ops > 0.0, "{design}, {scenario}: {e}");
         }
     }
     assert!(e.contains("| cpython | one interpreter (the GIL) |"), "{e}");
     // F runs on CPython: a row per design, and CPython's own end of a
     // subinterpreter as its reference, each with a measured median
-    let f = &stdout[stdout.find("F: FINALIZATION").expect("F section")..];
-    let f = &f[..f.find("G: SCALE").expect("G section")];
+    let f = section(&stdout, "F: FINALIZATION", "G: SCALE");
     for design in [
         "ensure",
         "handle",
@@ -92,18 +99,8 @@ fn the_benchmark_runs_with_the_designs_on_cpython() {
         "guard",
         "cpython: `Py_EndInterpreter`",
     ] {
-        let row = f
-            .lines()
-            .find(|l| l.starts_with(&format!("| {design}")))
-            .unwrap_or_else(|| panic!("no F row for {design}: {f}"));
-        let median: f64 = row
-            .split('|')
-            .nth(2)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{row}: {e}"));
-        assert!(median > 0.0, "{row}");
+        let median = cell(f, &format!("| {design}"), 2);
+        assert!(median > 0.0, "{design}: {f}");
     }
 }
 
@@ -140,25 +137,16 @@ fn the_memory_measurement_runs_on_both_backends() {
             stdout.contains(&format!("designs on the {name} backend")),
             "{stdout}"
         );
-        let cells = |prefix: &str| -> Vec<f64> {
-            let row = stdout
-                .lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("{backend}: no row {prefix}: {stdout}"));
-            row.split('|')
-                .skip(3)
-                .filter_map(|c| c.trim().parse().ok())
-                .collect()
-        };
-        let next = cells("| the next 100,000 rounds");
-        assert_eq!(next[0], 0.0, "{backend}: live bytes grew: {stdout}");
-        let interp = cells("| interpreter (created");
+        // columns: live bytes 3, malloc'd bytes 5
+        let next = cell(&stdout, "| the next 100,000 rounds", 3);
+        assert_eq!(next, 0.0, "{backend}: live bytes grew: {stdout}");
+        let interp = cell(&stdout, "| interpreter (created", 5);
         if *backend == "cpython" {
             // a real subinterpreter: CPython's own memory, well beyond the
             // library's record
-            assert!(interp[2] > 100_000.0, "{stdout}");
+            assert!(interp > 100_000.0, "{stdout}");
         } else {
-            assert!(interp[2] < 10_000.0, "{stdout}");
+            assert!(interp < 10_000.0, "{stdout}");
         }
     }
 }

@@ -109,6 +109,7 @@ impl<B: Backend> ForkAware for Registry<B> {
     unsafe fn child(&self) {
         // SAFETY: forwarded contract.
         unsafe { self.fork_unlock() };
+        crate::thread::fork_child_new_thread_id::<B>();
         // only this thread exists now: its view of each interpreter is
         // the whole truth
         let view = crate::thread::fork_child_view(self);

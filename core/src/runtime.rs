@@ -418,16 +418,12 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`ensure_with_guard`](Self::ensure_with_guard) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn ensure_with_guard_past_fast_path(&self, g: GuardId) -> Result<Ticket> {
-        if Self::FACADES_TRY_FAST {
-            self.ensure_with_guard_slow(g)
-        } else {
-            self.ensure_with_guard(g)
-        }
+        self.ensure_with_guard_slow(g)
     }
 
     /// `ensure_with_guard` past its fast path: the guard's interpreter from
@@ -480,16 +476,12 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`release_token`](Self::release_token) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn release_token_past_fast_path(&self, t: Ticket) -> Result<()> {
-        if Self::FACADES_TRY_FAST {
-            self.release_token_slow(t)
-        } else {
-            self.release_token(t)
-        }
+        self.release_token_slow(t)
     }
 
     #[inline(always)]
@@ -528,16 +520,12 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`ensure`](Self::ensure) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn ensure_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
-        if Self::FACADES_TRY_FAST {
-            self.ensure_slow(id)
-        } else {
-            self.ensure(id)
-        }
+        self.ensure_slow(id)
     }
 
     #[inline(always)]
@@ -557,29 +545,18 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`ensure_ticket`](Self::ensure_ticket) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn ensure_ticket_past_fast_path(&self, id: InterpreterId) -> Result<Ticket> {
-        if Self::FACADES_TRY_FAST {
-            self.ensure_ticket_slow(id)
-        } else {
-            self.ensure_ticket(id)
-        }
+        self.ensure_ticket_slow(id)
     }
 
     #[inline(always)]
     fn ensure_ticket_slow(&self, id: InterpreterId) -> Result<Ticket> {
         with_ctx(&self.reg, |c| c.ensure_ticket(id))
     }
-
-    /// Whether the C facades try the fast paths before their panic
-    /// boundary on this backend: on both (`c_abi::fast_global!`; on CPython
-    /// since the measurement there). The `*_past_fast_path` methods, which
-    /// the facades' full bodies call, try them only where the facades did
-    /// not.
-    const FACADES_TRY_FAST: bool = true;
 
     /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
     /// span is counted, exactly as `ensure` would) when the calling thread
@@ -638,16 +615,12 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`release`](Self::release) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn release_past_fast_path(&self) -> Result<()> {
-        if Self::FACADES_TRY_FAST {
-            self.release_slow()
-        } else {
-            self.release()
-        }
+        self.release_slow()
     }
 
     #[inline(always)]
@@ -667,16 +640,12 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`release_ticket`](Self::release_ticket) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn release_ticket_past_fast_path(&self, t: Ticket) -> Result<()> {
-        if Self::FACADES_TRY_FAST {
-            self.release_ticket_slow(t)
-        } else {
-            self.release_ticket(t)
-        }
+        self.release_ticket_slow(t)
     }
 
     #[inline(always)]
@@ -734,16 +703,12 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// [`is_attached`](Self::is_attached) for the C facades' full bodies: the
-    /// fast path is tried only where they did not try it (see
-    /// `FACADES_TRY_FAST`).
+    /// slow path alone (the facades tried the fast path before their panic
+    /// boundary, `c_abi::fast_global!`).
     #[doc(hidden)]
     #[inline(always)]
     pub fn is_attached_past_fast_path(&self, id: InterpreterId) -> bool {
-        if Self::FACADES_TRY_FAST {
-            self.is_attached_slow(id)
-        } else {
-            self.is_attached(id)
-        }
+        self.is_attached_slow(id)
     }
 
     #[inline(always)]

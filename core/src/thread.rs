@@ -954,11 +954,6 @@ pub(crate) fn fork_child_view<B: Backend>(reg: &Registry<B>) -> ForkView<B> {
     // exists, and the child handler runs outside any call of the library.
     let t = unsafe { &*p.cast::<ThreadCtx<B>>() };
     view.thread_number = t.info.number;
-    // the forking thread has a new OS id in the child: every report of it
-    // (its spans' records, the guards it opened) shares this one record
-    t.info
-        .os_tid
-        .store(crate::sync::os_thread_id(), Ordering::Relaxed);
     let Some(c) = t
         .rts
         .iter()
@@ -976,6 +971,22 @@ pub(crate) fn fork_child_view<B: Backend>(reg: &Registry<B>) -> ForkView<B> {
         view.locked = B::lock_group(&ts.interp).map(|g| g as *const Interp<B>);
     }
     view
+}
+
+/// Gives the forking thread's identity its new OS thread id (in the child
+/// of a `fork()`): every report of it — its spans' records, the guards it
+/// opened — shares this one record.
+#[cfg(not(loom))]
+pub(crate) fn fork_child_new_thread_id<B: Backend>() {
+    let Some(p) = B::ctx_ptr().filter(|p| !p.is_null()) else {
+        return;
+    };
+    // SAFETY: this thread's live context; in the child no other thread
+    // exists, and the child handler runs outside any call of the library.
+    let t = unsafe { &*p.cast::<ThreadCtx<B>>() };
+    t.info
+        .os_tid
+        .store(crate::sync::os_thread_id(), Ordering::Relaxed);
 }
 
 /// What finalize remembers about its caller while it waits.
