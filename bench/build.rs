@@ -3,9 +3,56 @@
 //! benchmark builds without it and reports the column as skipped.
 //! `TSTATE_BENCH_NO_PYTHON=1` forces the latter.
 
+use std::path::PathBuf;
 use std::process::Command;
 
+/// Compiles `c/inline_loop.c` (the ensure design's inline nested path,
+/// looped) three ways: into the benchmark (`tsb_inline_static`: its
+/// thread-local resolved at link time), and as two shared objects the
+/// benchmark loads with `dlopen` from `TSB_INLINE_DIR`, in the default TLS
+/// model (`libtsb_inline_dl.so`) and with `TSTATE_INLINE_INITIAL_EXEC`
+/// (`libtsb_inline_ie.so`). Their calls of the library resolve against the
+/// benchmark's own symbols, which `-rdynamic` exports.
+fn inline_loops() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
+    let include = manifest.join("../ffi-ensure/include");
+    let src = manifest.join("c/inline_loop.c");
+    println!("cargo::rerun-if-changed=c/inline_loop.c");
+    println!("cargo::rerun-if-changed=../ffi-ensure/include/tstate_ensure.h");
+    cc::Build::new()
+        .file(&src)
+        .include(&include)
+        .define("TSB_LOOP", "tsb_inline_static")
+        // as a C program is built by default (Debian's gcc: -fPIE), so
+        // that its thread-locals are local-exec
+        .pic(false)
+        .flag("-fPIE")
+        .opt_level(2)
+        .warnings_into_errors(true)
+        .compile("tsb_inline_static");
+    let compiler = cc::Build::new().opt_level(2).get_compiler();
+    for (name, define) in [("dl", None), ("ie", Some("-DTSTATE_INLINE_INITIAL_EXEC"))] {
+        let so = out.join(format!("libtsb_inline_{name}.so"));
+        let mut cmd = compiler.to_command();
+        cmd.args([
+            "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I",
+        ])
+        .arg(&include)
+        .arg(format!("-DTSB_LOOP=tsb_inline_{name}"))
+        .args(define)
+        .arg(&src)
+        .arg("-o")
+        .arg(&so);
+        let status = cmd.status().expect("the C compiler runs");
+        assert!(status.success(), "building {} failed", so.display());
+    }
+    println!("cargo::rustc-link-arg-bins=-rdynamic");
+    println!("cargo::rustc-env=TSB_INLINE_DIR={}", out.display());
+}
+
 fn main() {
+    inline_loops();
     println!("cargo::rustc-check-cfg=cfg(has_libpython)");
     println!("cargo::rerun-if-env-changed=TSTATE_BENCH_NO_PYTHON");
     if std::env::var_os("TSTATE_BENCH_NO_PYTHON").is_some() {

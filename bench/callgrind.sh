@@ -24,6 +24,7 @@ if [ ${#cases[@]} -eq 0 ]; then
     cases=(baseline-mutex baseline-tls baseline-cas
            ensure-A ensure-B ensure-C handle-A handle-B handle-C
            activate-A activate-B activate-C guard-A guard-B guard-C guard-V
+           ensure-A-inline ensure-A-inline-dl ensure-A-inline-ie
            cpython-A cpython-B cpython-C cpython-D cpython-save)
     # a thread that uses 1,000 interpreters: model only (1,000 CPython
     # subinterpreters under valgrind take too long)

@@ -18,6 +18,7 @@
 
 #[cfg(has_libpython)]
 mod cpython;
+mod inline;
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -71,6 +72,26 @@ fn latency_benches() -> Vec<Bench> {
     ];
     v.splice(1..1, extra);
     v.push(bench::guard_from_view_bench());
+    v.extend([
+        Bench {
+            facade: "ensure",
+            case: "A-inline",
+            what: "tse_ensure_inline + tse_release_inline while attached (the header's inline path; linked into the program)",
+            run: inline::linked,
+        },
+        Bench {
+            facade: "ensure",
+            case: "A-inline-dl",
+            what: "the same from a dlopen'ed shared object (default TLS model, as an extension module)",
+            run: inline::dlopened,
+        },
+        Bench {
+            facade: "ensure",
+            case: "A-inline-ie",
+            what: "the same from a dlopen'ed shared object built with TSTATE_INLINE_INITIAL_EXEC",
+            run: inline::dlopened_initial_exec,
+        },
+    ]);
     #[cfg(has_libpython)]
     v.extend([
         Bench {
@@ -883,7 +904,8 @@ fn report(a: &Args) {
     };
     let designs = ["ensure", "handle", "activate", "guard"];
     for m in lat.iter().filter(|m| designs.contains(&m.facade)) {
-        row(m, m.case, m.what, m.case);
+        // the inline rows are case A's: against CPython's A
+        row(m, m.case, m.what, &m.case[..1]);
     }
     for d in designs {
         let what = if d == "activate" {

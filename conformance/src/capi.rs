@@ -19,7 +19,31 @@ use std::fmt::Write as _;
 /// The table's version: raise it whenever a function is appended (the
 /// table is append-only; `import_tstate()` refuses a table whose version
 /// or size is below the header's).
-pub const CAPI_VERSION: u32 = 1;
+pub const CAPI_VERSION: u32 = 2;
+
+/// Functions appended to the table after its first version, in the order
+/// they were appended: (C name, the table version that added it). The
+/// table lists every other function in header order, then these, so that
+/// an older extension's offsets stay valid.
+pub const APPENDED: [(&str, u32); 1] = [("tse_inline_state", 2)];
+
+/// The table's entries in order: (design, function).
+fn table_order(headers: &[Header]) -> Vec<(&str, &Proto)> {
+    let appended = |p: &Proto| APPENDED.iter().position(|(n, _)| *n == p.name);
+    let mut first: Vec<(&str, &Proto)> = Vec::new();
+    let mut later: Vec<(usize, &str, &Proto)> = Vec::new();
+    for hd in headers {
+        for p in &hd.protos {
+            match appended(p) {
+                Some(i) => later.push((i, hd.design.as_str(), p)),
+                None => first.push((hd.design.as_str(), p)),
+            }
+        }
+    }
+    later.sort_by_key(|&(i, _, _)| i);
+    first.extend(later.into_iter().map(|(_, d, p)| (d, p)));
+    first
+}
 
 /// The facades, in table order: (design, C prefix).
 pub const FACADES: [(&str, &str); 4] = [
@@ -279,10 +303,8 @@ fn render_header(headers: &[Header]) -> String {
         "/* The capsule's table: a version and its size, then every function. */\n\
          typedef struct TstateCApi {\n  uint32_t version;\n  uint32_t size;\n",
     );
-    for hd in headers {
-        for p in &hd.protos {
-            let _ = writeln!(h, "  {}(*{})({});", p.ret, p.name, p.c_params());
-        }
+    for (_, p) in table_order(headers) {
+        let _ = writeln!(h, "  {}(*{})({});", p.ret, p.name, p.c_params());
     }
     h.push_str("} TstateCApi;\n\n");
     h.push_str(
@@ -385,14 +407,12 @@ fn render_table(headers: &[Header]) -> String {
          size: std::mem::size_of::<Table>() as u32,\n    functions: [\n",
         GENERATED.replace("\n * ", "\n// ")
     );
-    for hd in headers {
-        for p in &hd.protos {
-            let _ = writeln!(
-                s,
-                "        FnPtr(tstate_ffi_{}::{} as *const c_void),",
-                hd.design, p.name
-            );
-        }
+    for (design, p) in table_order(headers) {
+        let _ = writeln!(
+            s,
+            "        FnPtr(tstate_ffi_{design}::{} as *const c_void),",
+            p.name
+        );
     }
     s.push_str("    ],\n};\n");
     s
@@ -433,7 +453,9 @@ fn cy_types(out: &mut String, types: &str) {
                         break;
                     }
                     if f.ends_with(';') && !f.starts_with("/*") && !f.starts_with('*') {
-                        let _ = writeln!(out, "        {}", cy_type(f.trim_end_matches(';')));
+                        // Cython spells a function pointer of no argument `()`
+                        let f = cy_type(f.trim_end_matches(';')).replace("(void)", "()");
+                        let _ = writeln!(out, "        {f}");
                     }
                 }
             }

@@ -44,6 +44,12 @@ fn staticlib(facade: &str) -> PathBuf {
 /// Builds `conformance/c/<facade>.c` into `<name>` (+ `-asan`) in the
 /// test's temporary directory (distinct names: tests run in parallel).
 fn build_as(facade: &str, name: &str, sanitize: bool) -> PathBuf {
+    build_program(facade, facade, name, sanitize)
+}
+
+/// Builds `conformance/c/<src>.c` against `facade`'s staticlib into
+/// `<name>` (+ `-asan`), as [`build_as`].
+fn build_program(src: &str, facade: &str, name: &str, sanitize: bool) -> PathBuf {
     let ws = workspace();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{name}{}", if sanitize { "-asan" } else { "" }));
@@ -68,7 +74,7 @@ fn build_as(facade: &str, name: &str, sanitize: bool) -> PathBuf {
         .arg(ws.join(format!("ffi-{facade}/include")))
         .arg("-I")
         .arg(ws.join("conformance/c"))
-        .arg(ws.join(format!("conformance/c/{facade}.c")))
+        .arg(ws.join(format!("conformance/c/{src}.c")))
         .arg(staticlib(facade))
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&out);
@@ -124,6 +130,54 @@ fn run(prog: &Path, scenario: &str) -> Result<(), String> {
     }
 }
 
+/// The scenarios of `conformance/c/ensure_inline.c` (the ensure design's
+/// inline nested path); CPython adds `external_detach`.
+const INLINE_SCENARIOS: [&str; 5] = [
+    "nested",
+    "library_call_inside",
+    "past_the_limit",
+    "misuse",
+    "thread_exit",
+];
+
+/// Runs every scenario `prog --list` names, checking they are `expected`.
+fn run_listed(prog: &Path, expected: &[&str]) {
+    let list = Command::new(prog).arg("--list").output().unwrap();
+    let listed: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        listed,
+        expected,
+        "{} must offer every scenario",
+        prog.display()
+    );
+    let failures: Vec<String> = expected.iter().filter_map(|s| run(prog, s).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The inline path on the model, plainly and sanitized (`-pedantic
+/// -Werror`: the header's inline functions compile cleanly as C11).
+#[test]
+fn ensure_inline_path_c_program() {
+    for sanitize in [false, true] {
+        let prog = build_program("ensure_inline", "ensure", "ensure_inline_model", sanitize);
+        run_listed(&prog, &INLINE_SCENARIOS);
+    }
+}
+
+/// The inline path on CPython 3.11 (an embedder): also a thread state
+/// detached behind the library's back (`PyEval_SaveThread`) inside a
+/// counted span is re-attached by the next inline ensure, not counted.
+#[test]
+fn ensure_inline_path_c_program_on_cpython() {
+    let prog = embedder("ensure_inline", &["ensure"]);
+    let mut expected = INLINE_SCENARIOS.to_vec();
+    expected.push("external_detach");
+    run_listed(&prog, &expected);
+}
+
 /// Scenarios only one design has (beyond [`SCENARIOS`]).
 fn extra_scenarios(facade: &str) -> &'static [&'static str] {
     match facade {
@@ -134,22 +188,12 @@ fn extra_scenarios(facade: &str) -> &'static [&'static str] {
 
 fn build_and_run_all(facade: &str, sanitize: bool) {
     let prog = build(facade, sanitize);
-    let list = Command::new(&prog).arg("--list").output().unwrap();
-    let listed: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
     let expected: Vec<&str> = SCENARIOS
         .iter()
         .chain(extra_scenarios(facade))
         .copied()
         .collect();
-    assert_eq!(listed, expected, "{facade}.c must offer every scenario");
-    let failures: Vec<String> = expected
-        .iter()
-        .filter_map(|s| run(&prog, s).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    run_listed(&prog, &expected);
 }
 
 #[test]

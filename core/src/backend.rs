@@ -133,6 +133,13 @@ pub trait Backend: Sized + Send + Sync + 'static {
         0
     }
 
+    /// The C function that returns [`current_raw`](Self::current_raw)
+    /// (as a pointer), for a header's inline path to call itself; `None`
+    /// for a backend without [`EXTERNAL_SWITCHES`](Self::EXTERNAL_SWITCHES).
+    fn current_fn(&self) -> Option<unsafe extern "C" fn() -> *mut std::ffi::c_void> {
+        None
+    }
+
     /// Whether `raw`, the backend's current thread state and not one of the
     /// library's records of this thread, is the calling thread's own.
     fn is_this_threads(&self, _raw: usize) -> bool {

@@ -18,6 +18,7 @@ use crate::cpython::CPython;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::runtime::Runtime;
+pub use crate::thread::{InlineSlot, InlineState, InlineStep};
 use crate::types::{
     BackendKind, Diagnostics, InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId,
 };
@@ -53,15 +54,31 @@ impl Global {
     /// `=cpython` if set, else CPython when a libpython 3.9+ is loaded in
     /// the process (an extension module, an embedder), else the model.
     pub fn choose() -> Global {
+        Self::choose_with(None)
+    }
+
+    /// As [`choose`](Self::choose), the runtime exporting each thread's
+    /// inline block through `inline` if given
+    /// ([`Runtime::export_inline_state`]), before any call can reach it.
+    pub fn choose_with(inline: Option<InlineSlot>) -> Global {
         let cpython = || Runtime::<CPython>::for_this_process().map(Global::CPython);
-        match std::env::var("TSTATE_BACKEND").as_deref() {
+        let g = match std::env::var("TSTATE_BACKEND").as_deref() {
             Ok("model") => Global::Model(Runtime::new()),
             Ok("cpython") => cpython().unwrap_or(Global::Unavailable),
             _ if crate::cpython::ffi::present() => {
                 cpython().unwrap_or_else(|_| Global::Model(Runtime::new()))
             }
             _ => Global::Model(Runtime::new()),
+        };
+        if let Some(slot) = inline {
+            // a new runtime: never set before
+            let _ = match &g {
+                Global::Model(rt) => rt.export_inline_state(slot),
+                Global::CPython(rt) => rt.export_inline_state(slot),
+                Global::Unavailable => Ok(()),
+            };
         }
+        g
     }
 }
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids::Arena;
 use crate::interp::{Interp, ThreadInfo};
 use crate::sync::{Arc, AtomicU64 as SyncAtomicU64, Mutex};
+use crate::thread::InlineSlot;
 // Counters, fault injection, the closed flag and the exit bound are
 // bookkeeping, not synchronisation the core relies on: plain std atomics
 // even under loom (fewer modelled operations, same properties checked).
@@ -76,6 +77,10 @@ pub struct Registry<B: Backend> {
     /// while this is unchanged (Acquire) since before the lookup.
     pub(crate) guard_closes: SyncAtomicU64,
     pub(crate) counters: Counters,
+    /// Where each thread's inline block is (`thread::InlineState`), if the
+    /// runtime exports one: set once, before any thread's first call
+    /// (configuration, not synchronisation the core relies on).
+    inline: std::sync::OnceLock<InlineSlot>,
 }
 
 /// A random first generation in `1..=2³¹` for a runtime's arenas, so that
@@ -118,7 +123,18 @@ impl<B: Backend> Registry<B> {
             epoch: AtomicU64::new(0),
             guard_closes: SyncAtomicU64::new(0),
             counters: Counters::default(),
+            inline: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets where each thread's inline block is; `false` if it was set.
+    pub(crate) fn set_inline_slot(&self, slot: InlineSlot) -> bool {
+        self.inline.set(slot).is_ok()
+    }
+
+    /// Where each thread's inline block is, if the runtime exports one.
+    pub(crate) fn inline_slot(&self) -> Option<InlineSlot> {
+        self.inline.get().copied()
     }
 
     pub(crate) fn is_closed(&self) -> bool {

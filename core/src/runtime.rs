@@ -570,6 +570,22 @@ impl<B: Backend> Runtime<B> {
         thread::fast_ensure(&self.reg, id.as_raw(), need_ticket)
     }
 
+    /// Exports each thread's inline block ([`crate::c_abi::InlineState`]),
+    /// found with `slot`, so that a header's `static inline` nested path
+    /// can count and uncount nested spans without calling the library. Set
+    /// it before any thread's first call on this runtime: a thread whose
+    /// context of it exists already keeps no block (its inline calls all go
+    /// to the exported functions, which stays correct). `Busy` if it was set
+    /// already. A facade sets it on creating its runtime
+    /// ([`crate::c_abi::Global::choose_with`]).
+    pub fn export_inline_state(&self, slot: crate::c_abi::InlineSlot) -> Result<()> {
+        if self.reg.set_inline_slot(slot) {
+            Ok(())
+        } else {
+            Err(Error::Busy)
+        }
+    }
+
     /// The fast path of [`release`](Self::release) alone: `true` if it
     /// undid this thread's innermost span (a nested one), else `false` and
     /// nothing changed (call `release`). Never allocates, locks or panics.

@@ -394,6 +394,9 @@ pub(crate) struct RtCtx<B: Backend> {
     /// The backend's raw thread state of `current` (0 if none).
     current_raw: usize,
     next_seq: u32,
+    /// This thread's inline block of the runtime ([`InlineState`]), NULL if
+    /// the runtime exports none.
+    inline: *mut InlineState,
 }
 
 /// The backend-independent first field of every [`ThreadCtx`] (so code that
@@ -466,6 +469,10 @@ pub(crate) struct Fast {
     /// with one comparison (a match is checked against `rts[0]` itself).
     hint: u64,
     depth: u32,
+    /// Free frame slots of `rts[0]` kept for the spans its inline block may
+    /// count (its `limit`; 0 while closed): the fast path counts only into
+    /// the rest.
+    reserved: u32,
     seqs: [u32; FAST_DEPTH],
     guard_reg: *const (),
     guard: u64,
@@ -477,6 +484,7 @@ impl Fast {
     const EMPTY: Fast = Fast {
         hint: 0,
         depth: 0,
+        reserved: 0,
         seqs: [0; FAST_DEPTH],
         guard_reg: std::ptr::null(),
         guard: 0,
@@ -489,12 +497,239 @@ impl Fast {
     }
 }
 
-/// Pushes the counted spans onto `rts[0]`'s frames (a slow call begins).
+// ----- the inline path's exported block -----------------------------------
+
+/// The per-thread block a header's `static inline` nested path reads and
+/// writes without calling the library (`tse_ensure_inline` /
+/// `tse_release_inline` in `tstate_ensure.h`; `docs/performance.md`, "The
+/// inline path"). C layout: its fields are part of that facade's ABI.
+///
+/// One block per thread and facade runtime, in a thread-local of the facade
+/// library with a constant initializer and no destructor (so it stays
+/// readable for the thread's whole life, thread-exit destructors included);
+/// the library hands its address out ([`InlineSlot`]) and the header caches
+/// it in a thread-local of its own. Only the owning thread touches it: the
+/// library while one of its calls runs on that thread, the header's inline
+/// code between calls. The library reaches it through a raw pointer only,
+/// never keeping a reference across anything that could run the header's
+/// code.
+///
+/// | `open` | `depth` | meaning |
+/// |---|---|---|
+/// | 0 | 0 | closed: the inline functions call the exported ones |
+/// | interpreter id | `0..=limit` | the thread is attached to `open` through the runtime's context `rts[0]`, whose record is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of `rts[0].frames` and of the library's own counted spans ([`Fast`]); `rts[0].frames` has room for all of them |
+/// | 0 | > 0 | never: closing pushes the counted spans as frames first |
+///
+/// The inline ensure counts when `open` is the target, `depth < limit` and,
+/// if `current` is set, `current()` returns `expect` (the backend's real
+/// attached thread state is still the library's record: on CPython other
+/// code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
+/// release uncounts when `depth > 0` and the same `current` check holds.
+/// Anything else calls the exported function, whose slow path sees the
+/// counted spans as frames ([`flush`]) and reports misuse as it would
+/// have. Every call of the library closes the block when it starts (while a
+/// call is inside, as in a callback, the inline path takes the exported
+/// function and gets `Busy` exactly as before) and opens it again when it
+/// ends if the thread is attached through that runtime.
+#[repr(C)]
+pub struct InlineState {
+    /// The interpreter id the inline ensure may count nested spans of; 0:
+    /// closed.
+    pub open: u64,
+    /// Nested spans counted by the inline path.
+    pub depth: u32,
+    /// How many the inline path may count (`depth` stays below or at it).
+    pub limit: u32,
+    /// Reads the backend's attached thread state (CPython:
+    /// `PyThreadState_GetUnchecked` or `_PyThreadState_UncheckedGet`);
+    /// NULL where no other code can switch thread states (the model).
+    pub current: Option<unsafe extern "C" fn() -> *mut std::ffi::c_void>,
+    /// What `current` returns while the library's record is attached.
+    pub expect: *mut std::ffi::c_void,
+}
+
+impl InlineState {
+    /// The closed block (a thread-local's initializer).
+    pub const CLOSED: InlineState = InlineState {
+        open: 0,
+        depth: 0,
+        limit: 0,
+        current: None,
+        expect: std::ptr::null_mut(),
+    };
+
+    /// [`try_count`](Self::try_count) as far as it goes without calling
+    /// `current`: so that a facade's exported function, on the model,
+    /// counts without a call (and without saving registers for one);
+    /// [`InlineStep::Check`] where the backend needs the check (then call
+    /// `try_count`, from a function of its own).
+    #[inline(always)]
+    pub fn count_uncalled(&mut self, interp: u64) -> InlineStep {
+        if self.open != interp || self.depth >= self.limit {
+            InlineStep::Library
+        } else if self.current.is_some() {
+            InlineStep::Check
+        } else {
+            self.depth += 1;
+            InlineStep::Done
+        }
+    }
+
+    /// [`try_uncount`](Self::try_uncount) without calling `current`, as
+    /// [`count_uncalled`](Self::count_uncalled).
+    #[inline(always)]
+    pub fn uncount_uncalled(&mut self) -> InlineStep {
+        if self.depth == 0 {
+            InlineStep::Library
+        } else if self.current.is_some() {
+            InlineStep::Check
+        } else {
+            self.depth -= 1;
+            InlineStep::Done
+        }
+    }
+
+    /// The header's inline ensure, in Rust: counts a nested span of
+    /// `interp` and returns `true`, or returns `false` (call the library)
+    /// — the rule of the table above.
+    ///
+    /// # Safety
+    /// `self` is the calling thread's block, as the library fills it (its
+    /// `current`, if set, is the backend's C function of no argument), and
+    /// no library call is running on this thread.
+    #[inline(always)]
+    pub unsafe fn try_count(&mut self, interp: u64) -> bool {
+        // a closed block has open 0 and limit 0: never counts
+        // SAFETY: forwarded contract.
+        if self.open == interp && self.depth < self.limit && unsafe { self.record_is_current() } {
+            self.depth += 1;
+            return true;
+        }
+        false
+    }
+
+    /// The header's inline release, in Rust: uncounts the innermost
+    /// counted span and returns `true`, or returns `false` (call the
+    /// library, which also reports misuse).
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    pub unsafe fn try_uncount(&mut self) -> bool {
+        // SAFETY: forwarded contract.
+        if self.depth > 0 && unsafe { self.record_is_current() } {
+            self.depth -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    unsafe fn record_is_current(&self) -> bool {
+        match self.current {
+            None => true,
+            // SAFETY: the backend's function of no argument that only
+            // reads its attached thread state (the contract).
+            Some(f) => (unsafe { f() }) == self.expect,
+        }
+    }
+}
+
+/// What [`InlineState::count_uncalled`] and
+/// [`InlineState::uncount_uncalled`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InlineStep {
+    /// Counted (or uncounted).
+    Done,
+    /// Not for the block: call the library.
+    Library,
+    /// The backend's thread state must be checked first: call
+    /// [`InlineState::try_count`] (or `try_uncount`).
+    Check,
+}
+
+/// Returns the calling thread's [`InlineState`] block of a facade runtime
+/// (never NULL; valid for the thread's whole life). Given to
+/// [`crate::Runtime::export_inline_state`].
+pub type InlineSlot = fn() -> *mut InlineState;
+
+/// Nested spans the inline path may count at most (and at most half the
+/// free frame slots, so the library's own fast path keeps the other half).
+const INLINE_DEPTH: usize = 16;
+
+/// Pushes the counted spans onto `rts[0]`'s frames and closes the inline
+/// block (a slow call begins, or the thread exits).
 #[inline(always)]
 fn flush<B: Backend>(t: &mut ThreadCtx<B>) {
     if t.fast.depth > 0 {
         flush_counted(t);
     }
+    if let Some(c) = t.rts.first_mut()
+        && !c.inline.is_null()
+    {
+        close_inline(&mut t.fast, c);
+    }
+}
+
+/// Closes `c`'s inline block, pushing the spans it counted as frames.
+#[inline(always)]
+fn close_inline<B: Backend>(f: &mut Fast, c: &mut RtCtx<B>) {
+    // SAFETY: `c.inline` is this thread's block (`InlineSlot`), live for
+    // the thread's life; only this thread touches it, and no other
+    // reference to it exists while the library runs on this thread.
+    let s = unsafe { &mut *c.inline };
+    let depth = s.depth;
+    *s = InlineState::CLOSED;
+    f.reserved = 0;
+    if depth > 0 {
+        push_inline_counted(c, depth);
+    }
+}
+
+#[cold]
+fn push_inline_counted<B: Backend>(c: &mut RtCtx<B>, depth: u32) {
+    // counted only while `c` was attached to `current_interp` (see
+    // `InlineState`), with room reserved for them
+    let il = c.local(c.current).il;
+    for _ in 0..depth {
+        let (_, seq) = c.ticket();
+        c.frames.push(Frame {
+            kind: FrameKind::Nested,
+            ts: NONE,
+            prev: NONE,
+            seq,
+            il,
+            interp: c.current_interp,
+            guard: 0,
+        });
+    }
+}
+
+/// Opens `c`'s inline block if the thread is attached through `c` (a call
+/// ends; `c` is `rts[0]`), reserving room for the spans it may count.
+#[inline(always)]
+fn open_inline<B: Backend>(f: &mut Fast, c: &RtCtx<B>) {
+    let room = c.frames.capacity() - c.frames.len();
+    let limit = (room / 2).min(INLINE_DEPTH);
+    if c.current_interp == 0 || c.current == NONE || limit == 0 {
+        return;
+    }
+    f.reserved = limit as u32;
+    // SAFETY: as in `close_inline`.
+    let s = unsafe { &mut *c.inline };
+    *s = InlineState {
+        open: c.current_interp,
+        depth: 0,
+        limit: limit as u32,
+        current: if B::EXTERNAL_SWITCHES {
+            c.backend().current_fn()
+        } else {
+            None
+        },
+        expect: c.current_raw as *mut std::ffi::c_void,
+    };
 }
 
 #[cold]
@@ -568,7 +803,7 @@ fn count_nested<B: Backend>(
     if id == 0
         || c.current_interp != id
         || d >= FAST_DEPTH
-        || c.frames.capacity() - c.frames.len() <= d
+        || c.frames.capacity() - c.frames.len() <= d + f.reserved as usize
         || (need_tag && c.tag == 0)
     {
         return None;
@@ -705,6 +940,11 @@ impl<B: Backend> Drop for CallGuard<B> {
         // own borrows of it ended before this guard drops.
         let t = unsafe { &mut *self.0 };
         t.fast.hint = t.rts.first().map_or(0, |c| c.current_interp);
+        if let Some(c) = t.rts.first()
+            && !c.inline.is_null()
+        {
+            open_inline(&mut t.fast, c);
+        }
         t.busy = false;
     }
 }
@@ -997,6 +1237,7 @@ pub(crate) struct Parked {
 impl<B: Backend> RtCtx<B> {
     fn new(reg: Arc<Registry<B>>, info: Arc<ThreadInfo>, tag: u16, seq: u32) -> Self {
         Self {
+            inline: reg.inline_slot().map_or(std::ptr::null_mut(), |f| f()),
             reg,
             info,
             tag,

@@ -5,6 +5,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+mod common;
+
 use tstate_core::{LockMode, Runtime};
 
 struct Counting;
@@ -205,4 +207,39 @@ fn ensure_from_view_allocates_nothing() {
         });
     });
     rt.close_view(v).unwrap();
+}
+
+/// Spans counted by the header's inline path and by the library's own fast
+/// path at once become frames, at the next library call, without an
+/// allocation: the fast path leaves the inline block's share of the free
+/// frame slots alone (`Fast::reserved`). Both are filled to their limits.
+#[test]
+fn inline_and_fast_path_counts_become_frames_without_allocating() {
+    use common::inline::{block, inline_ensure, inline_release, runtime};
+    common::watchdog(60, || {
+        let rt = runtime();
+        let main = rt.main_interpreter().unwrap();
+        rt.ensure(main).unwrap();
+        let limit = block().2;
+        assert!(limit > 0);
+        for _ in 0..limit {
+            inline_ensure(&rt, main).unwrap();
+        }
+        assert_eq!(block().1, limit, "all counted inline");
+        let mut fast = 0;
+        while rt.ensure_nested(main, false).is_some() {
+            fast += 1;
+            assert!(fast < 100, "the fast path's count is bounded");
+        }
+        assert!(fast > 0, "the fast path counted too");
+        let before = allocs();
+        rt.work(main).unwrap(); // a library call: every count becomes a frame
+        assert_eq!(allocs() - before, 0, "{limit} inline + {fast} fast spans");
+        for _ in 0..limit + fast {
+            inline_release(&rt).unwrap();
+        }
+        assert!(rt.is_attached(main));
+        inline_release(&rt).unwrap();
+        assert!(!rt.is_attached(main));
+    });
 }

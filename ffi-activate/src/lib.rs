@@ -35,6 +35,10 @@ use tstate_core::{Error, InterpreterId, ThreadStateId, with_global};
 
 pub mod rust;
 mod shared;
+
+/// This facade exports no inline block (only the ensure design's header has
+/// an inline nested path: `docs/performance.md`, "The inline path").
+const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = None;
 pub use shared::*;
 
 /// An opaque thread-state handle. Never dereferenced: its address is a

@@ -114,6 +114,66 @@
 #define TSE_LOCK_NONE 2
 
 /**
+ * The per-thread block a header's `static inline` nested path reads and
+ * writes without calling the library (`tse_ensure_inline` /
+ * `tse_release_inline` in `tstate_ensure.h`; `docs/performance.md`, "The
+ * inline path"). C layout: its fields are part of that facade's ABI.
+ *
+ * One block per thread and facade runtime, in a thread-local of the facade
+ * library with a constant initializer and no destructor (so it stays
+ * readable for the thread's whole life, thread-exit destructors included);
+ * the library hands its address out (`InlineSlot`) and the header caches
+ * it in a thread-local of its own. Only the owning thread touches it: the
+ * library while one of its calls runs on that thread, the header's inline
+ * code between calls. The library reaches it through a raw pointer only,
+ * never keeping a reference across anything that could run the header's
+ * code.
+ *
+ * | `open` | `depth` | meaning |
+ * |---|---|---|
+ * | 0 | 0 | closed: the inline functions call the exported ones |
+ * | interpreter id | `0..=limit` | the thread is attached to `open` through the runtime's context `rts[0]`, whose record is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of `rts[0].frames` and of the library's own counted spans (`Fast`); `rts[0].frames` has room for all of them |
+ * | 0 | > 0 | never: closing pushes the counted spans as frames first |
+ *
+ * The inline ensure counts when `open` is the target, `depth < limit` and,
+ * if `current` is set, `current()` returns `expect` (the backend's real
+ * attached thread state is still the library's record: on CPython other
+ * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
+ * release uncounts when `depth > 0` and the same `current` check holds.
+ * Anything else calls the exported function, whose slow path sees the
+ * counted spans as frames (`flush`) and reports misuse as it would
+ * have. Every call of the library closes the block when it starts (while a
+ * call is inside, as in a callback, the inline path takes the exported
+ * function and gets `Busy` exactly as before) and opens it again when it
+ * ends if the thread is attached through that runtime.
+ */
+typedef struct TSE_InlineState {
+  /**
+   * The interpreter id the inline ensure may count nested spans of; 0:
+   * closed.
+   */
+  uint64_t open;
+  /**
+   * Nested spans counted by the inline path.
+   */
+  uint32_t depth;
+  /**
+   * How many the inline path may count (`depth` stays below or at it).
+   */
+  uint32_t limit;
+  /**
+   * Reads the backend's attached thread state (CPython:
+   * `PyThreadState_GetUnchecked` or `_PyThreadState_UncheckedGet`);
+   * NULL where no other code can switch thread states (the model).
+   */
+  void *(*current)(void);
+  /**
+   * What `current` returns while the library's record is attached.
+   */
+  void *expect;
+} TSE_InlineState;
+
+/**
  * The discussion's alternative error style: a code and its static message.
  */
 typedef struct TSE_Error {
@@ -249,6 +309,18 @@ typedef struct TSE_BackendInfo {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The calling thread's inline block, read and written by the header's
+ * `tse_ensure_inline` / `tse_release_inline` (which cache this address in
+ * a thread-local of their own): never NULL, valid for the calling thread's
+ * whole life, to be used by that thread only. Its fields and their states
+ * are documented in `docs/performance.md` ("The inline path"); code other
+ * than the header's inline functions must not write it.
+ *
+ * Thread: any; each thread gets its own block.
+ */
+struct TSE_InlineState *tse_inline_state(void);
 
 /**
  * Ensures the calling thread is attached to `interp`; undo with
@@ -596,3 +668,72 @@ int tse_set_exit_bound(int64_t ms);
 #define PyThreadState_Ensure tse_ensure
 #define PyThreadState_Release tse_release
 #endif /* TSTATE_ENSURE_DISCUSSION_NAMES */
+
+#ifndef TSTATE_ENSURE_INLINE_DEFINED
+#define TSTATE_ENSURE_INLINE_DEFINED 1
+/* The inline nested path (docs/performance.md, "The inline path"):
+ * tse_ensure_inline and tse_release_inline do what tse_ensure and
+ * tse_release do, with the same contract and results; a nested span (the
+ * thread is attached to `interp` through this library already, and nothing
+ * switched thread states behind its back) is counted here, in the calling
+ * thread's inline block, without calling the library; anything else calls
+ * tse_ensure / tse_release. Mixing them with the exported functions is
+ * allowed. The block's address is cached in a thread-local of this
+ * translation unit, in the compiler's default TLS model for the code:
+ * right for a shared object loaded with dlopen (an extension module).
+ * Defining TSTATE_INLINE_INITIAL_EXEC before including this header makes
+ * that cache initial-exec: cheaper, but a shared object so built takes
+ * static TLS space at dlopen (glibc may refuse to load it: "cannot allocate
+ * memory in static TLS block"); meant for executables and libraries loaded
+ * at start-up. Defining TSTATE_ENSURE_NO_INLINE (or a compiler without GNU
+ * C's __thread) makes both plain calls of the exported functions. */
+#if defined(__GNUC__) && !defined(TSTATE_ENSURE_NO_INLINE)
+#if defined(TSTATE_INLINE_INITIAL_EXEC)
+#define TSE_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
+#else
+#define TSE_INLINE_TLS_ __thread
+#endif
+/* This thread's inline block, once it has called the library through
+ * this translation unit's inline functions; until then a closed block of
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
+static struct TSE_InlineState tse_inline_closed_;
+static TSE_INLINE_TLS_ struct TSE_InlineState *tse_inline_cache_ = &tse_inline_closed_;
+/* On the way to the library: from the closed block to this thread's own. */
+static inline void tse_inline_adopt_(void) {
+  if (tse_inline_cache_ == &tse_inline_closed_) {
+    struct TSE_InlineState *own = tse_inline_state();
+    if (own != NULL)
+      tse_inline_cache_ = own;
+  }
+}
+/* As tse_ensure (same arguments, same results). */
+static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
+  struct TSE_InlineState *b = tse_inline_cache_;
+  /* a closed block has open 0 and limit 0: never counts */
+  if (__builtin_expect(b->open == interp && b->depth < b->limit &&
+                           (b->current == NULL || b->current() == b->expect),
+                       1)) {
+    b->depth++;
+    return 0;
+  }
+  tse_inline_adopt_();
+  return tse_ensure(interp, errmsg);
+}
+/* As tse_release (misuse goes to the same fatal-error hook). */
+static inline void tse_release_inline(void) {
+  struct TSE_InlineState *b = tse_inline_cache_;
+  if (__builtin_expect(b->depth > 0 && (b->current == NULL || b->current() == b->expect), 1)) {
+    b->depth--;
+    return;
+  }
+  tse_inline_adopt_();
+  tse_release();
+}
+#else
+static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
+  return tse_ensure(interp, errmsg);
+}
+static inline void tse_release_inline(void) { tse_release(); }
+#endif
+#endif /* TSTATE_ENSURE_INLINE_DEFINED */

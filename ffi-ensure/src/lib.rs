@@ -23,8 +23,8 @@
 //! Rust users: [`rust::attach`] runs a closure attached (see `docs/rust-api.md`).
 
 use std::ffi::{c_char, c_int};
-use tstate_core::c_abi::{self, FatalHookCell};
-use tstate_core::{Error, InterpreterId, fast_global, with_global};
+use tstate_core::c_abi::{self, FatalHookCell, InlineState, InlineStep};
+use tstate_core::{Error, InterpreterId, with_global};
 
 pub mod rust;
 mod shared;
@@ -46,11 +46,77 @@ pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
 
 static FATAL: FatalHookCell = FatalHookCell::new("tse_release");
 
-/// The nested fast path (see `Runtime::ensure_nested`): 0 if it answered.
+std::thread_local! {
+    /// This thread's inline block (see [`tse_inline_state`]): a constant
+    /// initializer and no destructor, so it is readable for the thread's
+    /// whole life, thread-exit destructors included.
+    static INLINE: std::cell::UnsafeCell<InlineState> =
+        const { std::cell::UnsafeCell::new(InlineState::CLOSED) };
+}
+
+/// Where the calling thread's inline block is (the runtime's
+/// `InlineSlot`).
+fn inline_slot() -> *mut InlineState {
+    INLINE.with(|b| b.get())
+}
+
+/// The runtime exports its inline block (`shared.rs` passes this to
+/// `Global::choose_with`).
+const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = Some(inline_slot);
+
+/// The calling thread's inline block, read and written by the header's
+/// `tse_ensure_inline` / `tse_release_inline` (which cache this address in
+/// a thread-local of their own): never NULL, valid for the calling thread's
+/// whole life, to be used by that thread only. Its fields and their states
+/// are documented in `docs/performance.md` ("The inline path"); code other
+/// than the header's inline functions must not write it.
+///
+/// Thread: any; each thread gets its own block.
+#[unsafe(no_mangle)]
+pub extern "C" fn tse_inline_state() -> *mut InlineState {
+    // no panic possible: a const thread-local without a destructor is
+    // always accessible
+    inline_slot()
+}
+
+/// The nested fast path: the header's inline ensure on this thread's
+/// block, as far as it goes without a call ([`InlineStep::Check`]: on
+/// CPython, continue with [`ensure_checked`]).
 #[inline(always)]
-fn ensure_fast(interp: u64) -> Option<c_int> {
-    fast_global!(ThisFacade, rt => rt.ensure_nested(InterpreterId::from_raw(interp), false))
-        .map(|_| 0)
+fn ensure_fast(interp: u64) -> InlineStep {
+    // SAFETY: this thread's block, filled by the library only; no library
+    // call runs on this thread (an exported function's start), and no
+    // reference to the block outlives this statement.
+    unsafe { (*inline_slot()).count_uncalled(interp) }
+}
+
+/// The nested fast path where the backend's thread state must be checked
+/// (`InlineState::try_count`), else `full` (so that the exported function
+/// reaches it by a tail call and saves no registers).
+#[inline(never)]
+fn ensure_checked(interp: u64, full: impl FnOnce() -> c_int) -> c_int {
+    // SAFETY: as in `ensure_fast`; `current` is the backend's C function.
+    if unsafe { (*inline_slot()).try_count(interp) } {
+        0
+    } else {
+        full()
+    }
+}
+
+/// The nested release fast path, as far as it goes without a call.
+#[inline(always)]
+fn release_fast() -> InlineStep {
+    // SAFETY: as in `ensure_fast`.
+    unsafe { (*inline_slot()).uncount_uncalled() }
+}
+
+/// `tse_release` where the backend's thread state must be checked first.
+#[inline(never)]
+fn release_checked() {
+    // SAFETY: as in `ensure_checked`.
+    if !unsafe { (*inline_slot()).try_uncount() } {
+        release_full();
+    }
 }
 
 #[inline(always)]
@@ -89,11 +155,13 @@ fn release_code() -> c_int {
 /// `errmsg` must be NULL or valid for writing a `const char *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tse_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
-    if let Some(r) = ensure_fast(interp) {
-        return r;
+    match ensure_fast(interp) {
+        InlineStep::Done => 0,
+        // SAFETY: forwarded contract.
+        InlineStep::Check => ensure_checked(interp, || unsafe { ensure_full(interp, errmsg) }),
+        // SAFETY: forwarded contract.
+        InlineStep::Library => unsafe { ensure_full(interp, errmsg) },
     }
-    // SAFETY: forwarded contract.
-    unsafe { ensure_full(interp, errmsg) }
 }
 
 /// `tse_ensure` past its fast path (a separate function, so that the fast
@@ -123,11 +191,13 @@ unsafe extern "C" fn ensure_full(interp: u64, errmsg: *mut *const c_char) -> c_i
 /// `err` must be NULL or valid for writing a `TSE_Error`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tse_ensure_ex(interp: u64, err: *mut EnsureError) -> c_int {
-    if let Some(r) = ensure_fast(interp) {
-        return r;
+    match ensure_fast(interp) {
+        InlineStep::Done => 0,
+        // SAFETY: forwarded contract.
+        InlineStep::Check => ensure_checked(interp, || unsafe { ensure_ex_full(interp, err) }),
+        // SAFETY: forwarded contract.
+        InlineStep::Library => unsafe { ensure_ex_full(interp, err) },
     }
-    // SAFETY: forwarded contract.
-    unsafe { ensure_ex_full(interp, err) }
 }
 
 /// `tse_ensure_ex` past its fast path.
@@ -157,10 +227,11 @@ unsafe extern "C" fn ensure_ex_full(interp: u64, err: *mut EnsureError) -> c_int
 /// and aborts. A hook that returns makes this call a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn tse_release() {
-    if fast_global!(ThisFacade, rt => rt.release_nested().then_some(())).is_some() {
-        return;
+    match release_fast() {
+        InlineStep::Done => {}
+        InlineStep::Check => release_checked(),
+        InlineStep::Library => release_full(),
     }
-    release_full();
 }
 
 /// `tse_release` past its fast path.

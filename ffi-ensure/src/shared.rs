@@ -16,7 +16,8 @@ use tstate_core::c_abi::{self, CBackendInfo, CHolder, Facade, Global};
 
 /// This facade's runtime: a `static` of this crate, so each facade library
 /// has its own (its own gate, spans and ids), linked statically or
-/// dynamically; chosen on first use (`Global::choose`).
+/// dynamically; chosen on first use (`Global::choose_with`, exporting the
+/// facade's inline block if it has one: `crate::INLINE_STATE`).
 pub struct ThisFacade;
 
 /// The runtime, chosen on first use.
@@ -24,7 +25,7 @@ static GLOBAL: std::sync::OnceLock<Global> = std::sync::OnceLock::new();
 
 impl Facade for ThisFacade {
     fn global() -> &'static Global {
-        GLOBAL.get_or_init(Global::choose)
+        GLOBAL.get_or_init(|| Global::choose_with(crate::INLINE_STATE))
     }
     #[inline(always)]
     fn global_if_chosen() -> Option<&'static Global> {

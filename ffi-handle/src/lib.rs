@@ -26,6 +26,10 @@ use tstate_core::{InterpreterId, Ticket, fast_global, with_global};
 
 pub mod rust;
 mod shared;
+
+/// This facade exports no inline block (only the ensure design's header has
+/// an inline nested path: `docs/performance.md`, "The inline path").
+const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = None;
 pub use shared::*;
 
 /// Ensures the calling thread is attached to `interp` and returns the handle

@@ -8,10 +8,10 @@ use crate::{FnPtr, Table};
 use std::ffi::c_void;
 
 /// `TSTATE_CAPI_VERSION` of the header generated with this table.
-pub const CAPI_VERSION: u32 = 1;
+pub const CAPI_VERSION: u32 = 2;
 
 /// How many functions the table holds.
-pub const FUNCTIONS: usize = 116;
+pub const FUNCTIONS: usize = 117;
 
 /// The table the capsule points to.
 pub static TABLE: Table = Table {
@@ -134,5 +134,6 @@ pub static TABLE: Table = Table {
         FnPtr(tstate_ffi_guard::tsg_diagnostics as *const c_void),
         FnPtr(tstate_ffi_guard::tsg_backend_info as *const c_void),
         FnPtr(tstate_ffi_guard::tsg_set_exit_bound as *const c_void),
+        FnPtr(tstate_ffi_ensure::tse_inline_state as *const c_void),
     ],
 };

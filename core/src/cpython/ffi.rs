@@ -243,6 +243,13 @@ impl Api {
         }
     }
 
+    /// The function [`current`](Self::current) calls (for a header's
+    /// inline path, which calls it itself: `thread::InlineState`).
+    pub fn current_fn(&self) -> Option<unsafe extern "C" fn() -> *mut PyThreadState> {
+        self.PyThreadState_GetUnchecked
+            .or(self._PyThreadState_UncheckedGet)
+    }
+
     /// Whether `current` reads this thread's own attached thread state
     /// (3.12+) rather than the runtime-wide GIL holder (3.9–3.11).
     pub fn current_is_thread_local(&self) -> bool {

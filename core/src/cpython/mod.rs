@@ -281,6 +281,10 @@ impl Backend for CPython {
         unsafe { self.api.current() as usize }
     }
 
+    fn current_fn(&self) -> Option<unsafe extern "C" fn() -> *mut std::ffi::c_void> {
+        self.api.current_fn()
+    }
+
     fn is_this_threads(&self, raw: usize) -> bool {
         if self.api.current_is_thread_local() {
             return raw != 0;

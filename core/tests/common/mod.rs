@@ -1,6 +1,8 @@
 //! Shared helpers for the core's integration tests.
 #![allow(dead_code)]
 
+pub mod inline;
+
 use std::sync::mpsc;
 use std::time::Duration;
 

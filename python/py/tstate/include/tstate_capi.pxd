@@ -33,6 +33,12 @@ cdef extern from "tstate_capi.h" nogil:
     enum: TSE_LOCK_OWN
     enum: TSE_LOCK_SHARED_WITH_MAIN
     enum: TSE_LOCK_NONE
+    ctypedef struct TSE_InlineState:
+        uint64_t open
+        uint32_t depth
+        uint32_t limit
+        void *(*current)()
+        void *expect
     ctypedef struct TSE_Error:
         int code
         const char *message
@@ -61,6 +67,7 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t python_major
         uint32_t python_minor
         uint32_t lock_modes
+    TSE_InlineState *tse_inline_state()
     int tse_ensure(uint64_t interp, const char **errmsg)
     int tse_ensure_ex(uint64_t interp, TSE_Error *err)
     void tse_release()

@@ -1,0 +1,41 @@
+/* The ensure design's inline nested path (tse_ensure_inline +
+ * tse_release_inline from tstate_ensure.h), looped for tstate-bench's
+ * cases ensure-A-inline*. bench/build.rs compiles it three ways:
+ *
+ *   - into the benchmark executable (TSB_LOOP=tsb_inline_static): its
+ *     thread-local is resolved at link time (local-exec), as in a program
+ *     that links the library statically;
+ *   - as a shared object the benchmark loads with dlopen, in the default
+ *     TLS model for position-independent code (TSB_LOOP=tsb_inline_dl):
+ *     the thread-local goes through __tls_get_addr, as in an extension
+ *     module;
+ *   - the same with TSTATE_INLINE_INITIAL_EXEC (TSB_LOOP=tsb_inline_ie).
+ *
+ * One operation is one ensure + release on a thread attached already; a
+ * compiler barrier after each keeps the compiler from merging or hoisting
+ * them (a `with gil:` block's body would do the same). Returns how many
+ * ensures failed (0 expected). */
+#include <stdint.h>
+#include "tstate_ensure.h"
+
+#ifndef TSB_LOOP
+#error "define TSB_LOOP to the loop's symbol name"
+#endif
+
+uint64_t TSB_LOOP(uint64_t interp, uint64_t iters);
+
+uint64_t TSB_LOOP(uint64_t interp, uint64_t iters) {
+    uint64_t failed = 0;
+    for (uint64_t i = 0; i < iters; i++) {
+        uint64_t id = interp;
+        __asm__ volatile("" : "+r"(id)); /* as black_box: not a constant */
+        if (tse_ensure_inline(id, NULL) != 0) {
+            failed++;
+            continue;
+        }
+        __asm__ volatile("" ::: "memory");
+        tse_release_inline();
+        __asm__ volatile("" ::: "memory");
+    }
+    return failed;
+}

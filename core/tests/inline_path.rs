@@ -1,0 +1,159 @@
+//! The inline block (`c_abi::InlineState`) that a header's `static inline`
+//! nested path reads and writes: spans it counts are the frames the slow
+//! path sees (order, misuse, thread exit), and it never counts while it
+//! should not. `common::inline` holds the header's two functions, transliterated, over
+//! a runtime that exports a block of the test's own.
+//! Model backend; each case runs on a fresh thread (a fresh context and a
+//! closed block) under a 60 s watchdog.
+
+mod common;
+
+use common::inline::{block, inline_ensure, inline_release, runtime, slot};
+use common::watchdog;
+use std::time::Duration;
+use tstate_core::{Error, LockMode, Runtime};
+
+/// Runs `f` on a new thread under a 60 s watchdog.
+fn on_thread(f: impl FnOnce() + Send + 'static) {
+    watchdog(60, f);
+}
+
+#[test]
+fn a_nested_span_is_counted_in_the_block_and_the_outer_release_detaches() {
+    on_thread(|| {
+        let rt = runtime();
+        let main = rt.main_interpreter().unwrap();
+        assert_eq!(block(), (0, 0, 0), "closed before any call");
+        assert_eq!(inline_ensure(&rt, main), Ok(())); // not attached: the library
+        let (open, depth, limit) = block();
+        assert_eq!(
+            (open, depth),
+            (main.as_raw(), 0),
+            "opened by the call's end"
+        );
+        assert!(limit >= 2, "room for nested spans: {limit}");
+        for d in 1..=2 {
+            assert_eq!(inline_ensure(&rt, main), Ok(()));
+            assert_eq!(block().1, d, "counted in the block");
+        }
+        assert!(rt.is_attached(main));
+        for d in (0..2).rev() {
+            assert_eq!(inline_release(&rt), Ok(()));
+            assert_eq!(block().1, d);
+        }
+        assert!(rt.is_attached(main), "the outer span is still open");
+        assert_eq!(inline_release(&rt), Ok(())); // depth 0: the library
+        assert!(!rt.is_attached(main));
+        assert_eq!(block().0, 0, "closed: nothing attached");
+        assert_eq!(inline_release(&rt), Err(Error::NotAttached));
+    });
+}
+
+#[test]
+fn a_library_call_makes_counted_spans_frames_that_release_in_order() {
+    on_thread(|| {
+        let rt = runtime();
+        let main = rt.main_interpreter().unwrap();
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        rt.ensure(main).unwrap();
+        inline_ensure(&rt, main).unwrap();
+        inline_ensure(&rt, main).unwrap();
+        assert_eq!(block().1, 2);
+        // a call into another interpreter: the library sees the two spans
+        rt.ensure(sub).unwrap();
+        assert_eq!(
+            block(),
+            (sub.as_raw(), 0, block().2),
+            "flushed, reopened on sub"
+        );
+        assert!(rt.is_attached(sub) && !rt.is_attached(main));
+        inline_release(&rt).unwrap(); // sub's span: back on main
+        assert!(rt.is_attached(main));
+        inline_release(&rt).unwrap(); // the two counted spans, now frames
+        inline_release(&rt).unwrap();
+        assert!(rt.is_attached(main));
+        inline_release(&rt).unwrap(); // the outer span
+        assert!(!rt.is_attached(main));
+        assert_eq!(rt.release(), Err(Error::NotAttached));
+        rt.finalize(sub, None).unwrap();
+    });
+}
+
+#[test]
+fn nesting_past_the_block_s_limit_goes_to_the_library_and_releases_in_order() {
+    on_thread(|| {
+        let rt = runtime();
+        let main = rt.main_interpreter().unwrap();
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        rt.ensure(sub).unwrap();
+        rt.ensure(main).unwrap();
+        let limit = block().2;
+        for _ in 0..limit + 40 {
+            inline_ensure(&rt, main).unwrap();
+        }
+        for _ in 0..limit + 40 {
+            inline_release(&rt).unwrap();
+            assert!(rt.is_attached(main));
+        }
+        inline_release(&rt).unwrap(); // main's outer span: back on sub
+        assert!(rt.is_attached(sub) && !rt.is_attached(main));
+        inline_release(&rt).unwrap();
+        assert!(!rt.is_attached(sub));
+        assert_eq!(inline_release(&rt), Err(Error::NotAttached));
+        rt.finalize(sub, None).unwrap();
+    });
+}
+
+#[test]
+fn a_save_inside_a_counted_span_makes_its_inline_release_out_of_order() {
+    on_thread(|| {
+        let rt = runtime();
+        let main = rt.main_interpreter().unwrap();
+        rt.ensure(main).unwrap();
+        inline_ensure(&rt, main).unwrap();
+        let saved = rt.save().unwrap();
+        assert_eq!(block().0, 0, "detached: closed");
+        // the inline ensure after a save re-attaches through the library
+        inline_ensure(&rt, main).unwrap();
+        assert!(rt.is_attached(main));
+        inline_release(&rt).unwrap();
+        assert!(!rt.is_attached(main));
+        // releasing the counted span while the save is open: misuse
+        assert_eq!(inline_release(&rt), Err(Error::OutOfOrder));
+        rt.restore(saved).unwrap();
+        inline_release(&rt).unwrap();
+        inline_release(&rt).unwrap();
+        assert!(!rt.is_attached(main));
+    });
+}
+
+#[test]
+fn thread_exit_closes_the_spans_the_block_counted() {
+    let rt = std::sync::Arc::new(runtime());
+    let sub = rt.create_interpreter(LockMode::Own).unwrap();
+    let before = rt.diagnostics().exit_spans_closed;
+    let r = rt.clone();
+    on_thread(move || {
+        r.ensure(sub).unwrap();
+        inline_ensure(&r, sub).unwrap();
+        inline_ensure(&r, sub).unwrap();
+        assert_eq!(block().1, 2);
+        // exits holding three spans, two of them counted in the block
+    });
+    assert_eq!(rt.diagnostics().exit_spans_closed - before, 3);
+    // nothing holds `sub` any more: it finalizes at once
+    rt.finalize(sub, Some(Duration::from_secs(5))).unwrap();
+}
+
+#[test]
+fn a_runtime_without_a_block_never_opens_one() {
+    on_thread(|| {
+        let rt = Runtime::new();
+        let main = rt.main_interpreter().unwrap();
+        rt.ensure(main).unwrap();
+        assert_eq!(block(), (0, 0, 0));
+        rt.release().unwrap();
+        assert_eq!(rt.export_inline_state(slot), Ok(()));
+        assert_eq!(rt.export_inline_state(slot), Err(Error::Busy), "set once");
+    });
+}
