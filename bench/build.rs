@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Compiles `c/inline_loop.c` (the ensure design's inline nested path,
-/// looped) three ways: into the benchmark (`tsb_inline_static`: its
+/// Compiles `c/inline_loop.c` (the ensure and handle designs' inline
+/// nested paths, looped) three ways: into the benchmark (`tsb_inline_static`: its
 /// thread-local resolved at link time), and as two shared objects the
 /// benchmark loads with `dlopen` from `TSB_INLINE_DIR`, in the default TLS
 /// model (`libtsb_inline_dl.so`) and with `TSTATE_INLINE_INITIAL_EXEC`
@@ -17,12 +17,18 @@ fn inline_loops() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     let include = manifest.join("../ffi-ensure/include");
+    let include_h = manifest.join("../ffi-handle/include");
+    let include_a = manifest.join("../ffi-activate/include");
     let src = manifest.join("c/inline_loop.c");
     println!("cargo::rerun-if-changed=c/inline_loop.c");
     println!("cargo::rerun-if-changed=../ffi-ensure/include/tstate_ensure.h");
+    println!("cargo::rerun-if-changed=../ffi-handle/include/tstate_handle.h");
+    println!("cargo::rerun-if-changed=../ffi-activate/include/tstate_activate.h");
     cc::Build::new()
         .file(&src)
         .include(&include)
+        .include(&include_h)
+        .include(&include_a)
         .define("TSB_LOOP", "tsb_inline_static")
         // as a C program is built by default (Debian's gcc: -fPIE), so
         // that its thread-locals are local-exec
@@ -39,6 +45,10 @@ fn inline_loops() {
             "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I",
         ])
         .arg(&include)
+        .arg("-I")
+        .arg(&include_h)
+        .arg("-I")
+        .arg(&include_a)
         .arg(format!("-DTSB_LOOP=tsb_inline_{name}"))
         .args(define)
         .arg(&src)

@@ -25,6 +25,8 @@ if [ ${#cases[@]} -eq 0 ]; then
            ensure-A ensure-B ensure-C handle-A handle-B handle-C
            activate-A activate-B activate-C guard-A guard-B guard-C guard-V
            ensure-A-inline ensure-A-inline-dl ensure-A-inline-ie
+           handle-A-inline handle-A-inline-dl handle-A-inline-ie
+           activate-A-inline activate-A-inline-dl activate-A-inline-ie
            cpython-A cpython-B cpython-C cpython-D cpython-save)
     # a thread that uses 1,000 interpreters: model only (1,000 CPython
     # subinterpreters under valgrind take too long)

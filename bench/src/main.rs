@@ -91,6 +91,42 @@ fn latency_benches() -> Vec<Bench> {
             what: "the same from a dlopen'ed shared object built with TSTATE_INLINE_INITIAL_EXEC",
             run: inline::dlopened_initial_exec,
         },
+        Bench {
+            facade: "handle",
+            case: "A-inline",
+            what: "tsh_ensure_inline + tsh_release_inline(h) while attached (the header's inline path; linked into the program)",
+            run: inline::handle_linked,
+        },
+        Bench {
+            facade: "handle",
+            case: "A-inline-dl",
+            what: "the same from a dlopen'ed shared object (default TLS model)",
+            run: inline::handle_dlopened,
+        },
+        Bench {
+            facade: "handle",
+            case: "A-inline-ie",
+            what: "the same from a dlopen'ed shared object built with TSTATE_INLINE_INITIAL_EXEC",
+            run: inline::handle_dlopened_initial_exec,
+        },
+        Bench {
+            facade: "activate",
+            case: "A-inline",
+            what: "tsa_is_attached_inline while active (the header's inline path; linked into the program)",
+            run: inline::activate_linked,
+        },
+        Bench {
+            facade: "activate",
+            case: "A-inline-dl",
+            what: "the same from a dlopen'ed shared object (default TLS model)",
+            run: inline::activate_dlopened,
+        },
+        Bench {
+            facade: "activate",
+            case: "A-inline-ie",
+            what: "the same from a dlopen'ed shared object built with TSTATE_INLINE_INITIAL_EXEC",
+            run: inline::activate_dlopened_initial_exec,
+        },
     ]);
     #[cfg(has_libpython)]
     v.extend([

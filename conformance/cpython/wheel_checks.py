@@ -32,10 +32,20 @@ def check(name):
 import tstate  # noqa: E402
 
 
+def header_capi_version():
+    """TSTATE_CAPI_VERSION of the installed tstate_capi.h."""
+    with open(os.path.join(tstate.get_include(), "tstate_capi.h")) as f:
+        for line in f:
+            if line.startswith("#define TSTATE_CAPI_VERSION "):
+                return int(line.split()[2])
+    raise AssertionError("tstate_capi.h defines no TSTATE_CAPI_VERSION")
+
+
 @check("version")
 def _():
     assert tstate.__version__ == want_version, tstate.__version__
-    assert tstate.CAPI_VERSION == 1, tstate.CAPI_VERSION
+    want = header_capi_version()
+    assert tstate.CAPI_VERSION == want, (tstate.CAPI_VERSION, want)
     return f"{tstate.__version__} capi={tstate.CAPI_VERSION}"
 
 
@@ -156,7 +166,7 @@ def run_in_subinterpreter(kind):
     code = (
         "import tstate\n"
         "d = tstate.diagnostics()\n"
-        "assert tstate.CAPI_VERSION == 1\n"
+        f"assert tstate.CAPI_VERSION == {header_capi_version()}\n"
         "assert all(len(d[k]['interpreters']) >= 2 for k in d), d['ensure']['interpreters']\n"
     )
     if sys.version_info >= (3, 13):

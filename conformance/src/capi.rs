@@ -25,7 +25,11 @@ pub const CAPI_VERSION: u32 = 2;
 /// they were appended: (C name, the table version that added it). The
 /// table lists every other function in header order, then these, so that
 /// an older extension's offsets stay valid.
-pub const APPENDED: [(&str, u32); 1] = [("tse_inline_state", 2)];
+pub const APPENDED: [(&str, u32); 3] = [
+    ("tse_inline_state", 2),
+    ("tsh_inline_state", 2),
+    ("tsa_inline_state", 2),
+];
 
 /// The table's entries in order: (design, function).
 fn table_order(headers: &[Header]) -> Vec<(&str, &Proto)> {

@@ -130,14 +130,31 @@ fn run(prog: &Path, scenario: &str) -> Result<(), String> {
     }
 }
 
-/// The scenarios of `conformance/c/ensure_inline.c` (the ensure design's
-/// inline nested path); CPython adds `external_detach`.
-const INLINE_SCENARIOS: [&str; 5] = [
-    "nested",
-    "library_call_inside",
-    "past_the_limit",
-    "misuse",
-    "thread_exit",
+/// The inline-path programs: (source, facade, scenarios); on CPython each
+/// adds `external_detach`.
+const INLINE_PROGRAMS: [(&str, &str, &[&str]); 3] = [
+    (
+        "ensure_inline",
+        "ensure",
+        &[
+            "nested",
+            "library_call_inside",
+            "past_the_limit",
+            "misuse",
+            "thread_exit",
+        ],
+    ),
+    (
+        "handle_inline",
+        "handle",
+        &[
+            "nested",
+            "out_of_order",
+            "library_call_inside",
+            "past_the_limit",
+        ],
+    ),
+    ("activate_inline", "activate", &["attached"]),
 ];
 
 /// Runs every scenario `prog --list` names, checking they are `expected`.
@@ -157,25 +174,30 @@ fn run_listed(prog: &Path, expected: &[&str]) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The inline path on the model, plainly and sanitized (`-pedantic
-/// -Werror`: the header's inline functions compile cleanly as C11).
+/// The ensure, handle and activate designs' inline paths on the model, plainly and
+/// sanitized (`-pedantic -Werror`: the headers' inline functions compile
+/// cleanly as C11).
 #[test]
-fn ensure_inline_path_c_program() {
-    for sanitize in [false, true] {
-        let prog = build_program("ensure_inline", "ensure", "ensure_inline_model", sanitize);
-        run_listed(&prog, &INLINE_SCENARIOS);
+fn inline_path_c_programs() {
+    for (src, facade, scenarios) in INLINE_PROGRAMS {
+        for sanitize in [false, true] {
+            let prog = build_program(src, facade, &format!("{src}_model"), sanitize);
+            run_listed(&prog, scenarios);
+        }
     }
 }
 
-/// The inline path on CPython 3.11 (an embedder): also a thread state
+/// The inline paths on CPython 3.11 (embedders): also a thread state
 /// detached behind the library's back (`PyEval_SaveThread`) inside a
 /// counted span is re-attached by the next inline ensure, not counted.
 #[test]
-fn ensure_inline_path_c_program_on_cpython() {
-    let prog = embedder("ensure_inline", &["ensure"]);
-    let mut expected = INLINE_SCENARIOS.to_vec();
-    expected.push("external_detach");
-    run_listed(&prog, &expected);
+fn inline_path_c_programs_on_cpython() {
+    for (src, facade, scenarios) in INLINE_PROGRAMS {
+        let prog = embedder(src, &[facade]);
+        let mut expected = scenarios.to_vec();
+        expected.push("external_detach");
+        run_listed(&prog, &expected);
+    }
 }
 
 /// Scenarios only one design has (beyond [`SCENARIOS`]).

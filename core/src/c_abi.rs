@@ -18,7 +18,33 @@ use crate::cpython::CPython;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::runtime::Runtime;
-pub use crate::thread::{InlineSlot, InlineState, InlineStep};
+pub use crate::thread::{INLINE_DEPTH, InlineExport, InlineSlot, InlineState, InlineStep};
+
+/// Declares a facade's inline block: a thread-local `InlineState` with a
+/// constant initializer and no destructor (so it is readable for the
+/// thread's whole life, thread-exit destructors included), and
+/// `fn inline_slot() -> *mut InlineState`, its address on the calling
+/// thread (the facade's [`InlineSlot`]). One invocation per facade crate.
+#[macro_export]
+macro_rules! inline_block {
+    () => {
+        std::thread_local! {
+            static INLINE_BLOCK: std::cell::UnsafeCell<$crate::c_abi::InlineState> =
+                const { std::cell::UnsafeCell::new($crate::c_abi::InlineState::CLOSED) };
+        }
+
+        /// Where the calling thread's inline block is (never fails: a
+        /// constant thread-local without a destructor).
+        fn inline_slot() -> *mut $crate::c_abi::InlineState {
+            INLINE_BLOCK.with(|b| b.get())
+        }
+    };
+}
+pub use inline_block;
+
+/// The mask of a ticket's sequence number (its low 19 bits; the tag is the
+/// 12 bits above): a header's inline path that numbers spans wraps at it.
+pub const TICKET_SEQ_MASK: u32 = crate::types::Ticket::SEQ_MASK;
 use crate::types::{
     BackendKind, Diagnostics, InterpreterId, InterpreterState, LockMode, SpanKind, ThreadStateId,
 };
@@ -58,9 +84,9 @@ impl Global {
     }
 
     /// As [`choose`](Self::choose), the runtime exporting each thread's
-    /// inline block through `inline` if given
+    /// inline blocks as `inline` says if given
     /// ([`Runtime::export_inline_state`]), before any call can reach it.
-    pub fn choose_with(inline: Option<InlineSlot>) -> Global {
+    pub fn choose_with(inline: Option<InlineExport>) -> Global {
         let cpython = || Runtime::<CPython>::for_this_process().map(Global::CPython);
         let g = match std::env::var("TSTATE_BACKEND").as_deref() {
             Ok("model") => Global::Model(Runtime::new()),
@@ -70,11 +96,11 @@ impl Global {
             }
             _ => Global::Model(Runtime::new()),
         };
-        if let Some(slot) = inline {
+        if let Some(export) = inline {
             // a new runtime: never set before
             let _ = match &g {
-                Global::Model(rt) => rt.export_inline_state(slot),
-                Global::CPython(rt) => rt.export_inline_state(slot),
+                Global::Model(rt) => rt.export_inline_state(export),
+                Global::CPython(rt) => rt.export_inline_state(export),
                 Global::Unavailable => Ok(()),
             };
         }
@@ -110,6 +136,12 @@ pub trait Facade {
     #[inline(always)]
     fn global_if_chosen() -> Option<&'static Global> {
         None
+    }
+    /// The calling thread's inline block if the facade exports one
+    /// ([`InlineExport`]), else NULL (the default).
+    #[inline(always)]
+    fn inline_block() -> *mut InlineState {
+        std::ptr::null_mut()
     }
 }
 
@@ -498,6 +530,29 @@ pub unsafe fn work_count<F: Facade>(id: u64, value: *mut u64) -> i32 {
 
 /// Body of `*_is_attached(uint64_t id)`: 1 or 0 (never an error).
 pub fn is_attached<F: Facade>(id: u64) -> i32 {
+    let b = F::inline_block();
+    if !b.is_null() {
+        // SAFETY: this thread's block, filled by the library only; no
+        // library call runs on this thread (an exported function's start).
+        match unsafe { (*b).attached_uncalled(id) } {
+            InlineStep::Done => return 1,
+            InlineStep::Check => return is_attached_checked::<F>(b, id),
+            InlineStep::Library => {}
+        }
+    }
+    if let Some(a) = fast_global!(F, rt => rt.is_attached_fast(InterpreterId::from_raw(id))) {
+        return i32::from(a);
+    }
+    is_attached_slow::<F>(id)
+}
+
+/// `is_attached` where the block must check the backend's thread state.
+#[inline(never)]
+fn is_attached_checked<F: Facade>(b: *mut InlineState, id: u64) -> i32 {
+    // SAFETY: as in `is_attached`; `current` is the backend's C function.
+    if unsafe { (*b).try_attached(id) } {
+        return 1;
+    }
     if let Some(a) = fast_global!(F, rt => rt.is_attached_fast(InterpreterId::from_raw(id))) {
         return i32::from(a);
     }

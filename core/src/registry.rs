@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids::Arena;
 use crate::interp::{Interp, ThreadInfo};
 use crate::sync::{Arc, AtomicU64 as SyncAtomicU64, Mutex};
-use crate::thread::InlineSlot;
+use crate::thread::InlineExport;
 // Counters, fault injection, the closed flag and the exit bound are
 // bookkeeping, not synchronisation the core relies on: plain std atomics
 // even under loom (fewer modelled operations, same properties checked).
@@ -80,7 +80,7 @@ pub struct Registry<B: Backend> {
     /// Where each thread's inline block is (`thread::InlineState`), if the
     /// runtime exports one: set once, before any thread's first call
     /// (configuration, not synchronisation the core relies on).
-    inline: std::sync::OnceLock<InlineSlot>,
+    inline: std::sync::OnceLock<InlineExport>,
 }
 
 /// A random first generation in `1..=2³¹` for a runtime's arenas, so that
@@ -128,12 +128,12 @@ impl<B: Backend> Registry<B> {
     }
 
     /// Sets where each thread's inline block is; `false` if it was set.
-    pub(crate) fn set_inline_slot(&self, slot: InlineSlot) -> bool {
-        self.inline.set(slot).is_ok()
+    pub(crate) fn set_inline_export(&self, export: InlineExport) -> bool {
+        self.inline.set(export).is_ok()
     }
 
     /// Where each thread's inline block is, if the runtime exports one.
-    pub(crate) fn inline_slot(&self) -> Option<InlineSlot> {
+    pub(crate) fn inline_export(&self) -> Option<InlineExport> {
         self.inline.get().copied()
     }
 

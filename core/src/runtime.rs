@@ -571,15 +571,15 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// Exports each thread's inline block ([`crate::c_abi::InlineState`]),
-    /// found with `slot`, so that a header's `static inline` nested path
+    /// found with `export.slot`, so that a header's `static inline` nested path
     /// can count and uncount nested spans without calling the library. Set
     /// it before any thread's first call on this runtime: a thread whose
     /// context of it exists already keeps no block (its inline calls all go
     /// to the exported functions, which stays correct). `Busy` if it was set
     /// already. A facade sets it on creating its runtime
     /// ([`crate::c_abi::Global::choose_with`]).
-    pub fn export_inline_state(&self, slot: crate::c_abi::InlineSlot) -> Result<()> {
-        if self.reg.set_inline_slot(slot) {
+    pub fn export_inline_state(&self, export: crate::thread::InlineExport) -> Result<()> {
+        if self.reg.set_inline_export(export) {
             Ok(())
         } else {
             Err(Error::Busy)

@@ -397,6 +397,8 @@ pub(crate) struct RtCtx<B: Backend> {
     /// This thread's inline block of the runtime ([`InlineState`]), NULL if
     /// the runtime exports none.
     inline: *mut InlineState,
+    /// The block counts spans with sequence numbers ([`InlineExport`]).
+    inline_tickets: bool,
 }
 
 /// The backend-independent first field of every [`ThreadCtx`] (so code that
@@ -546,6 +548,18 @@ pub struct InlineState {
     pub current: Option<unsafe extern "C" fn() -> *mut std::ffi::c_void>,
     /// What `current` returns while the library's record is attached.
     pub expect: *mut std::ffi::c_void,
+    /// The designs that hand out tickets (a ticket is `tag_bits | seq`):
+    /// the thread's tag shifted into place, never 0 while open. 0 in a
+    /// block of a design without tickets.
+    pub tag_bits: u32,
+    /// The designs with tickets: the sequence number the next counted span
+    /// takes (modulo 2¹⁹); the library's own counter while the block is
+    /// open.
+    pub next_seq: u32,
+    /// The designs with tickets: the counted spans' sequence numbers,
+    /// innermost last (`seqs[..depth]`). (The length is
+    /// [`INLINE_DEPTH`], spelled out for the C header.)
+    pub seqs: [u32; 16],
 }
 
 impl InlineState {
@@ -556,6 +570,9 @@ impl InlineState {
         limit: 0,
         current: None,
         expect: std::ptr::null_mut(),
+        tag_bits: 0,
+        next_seq: 0,
+        seqs: [0; INLINE_DEPTH],
     };
 
     /// [`try_count`](Self::try_count) as far as it goes without calling
@@ -624,6 +641,105 @@ impl InlineState {
         false
     }
 
+    /// The inline is-attached check as far as it goes without calling
+    /// `current`: [`InlineStep::Done`] if the thread is attached to
+    /// `interp` (the block is open on it); `Library` if the block cannot
+    /// tell (closed, or open on another interpreter: ask the library).
+    #[inline(always)]
+    pub fn attached_uncalled(&self, interp: u64) -> InlineStep {
+        if interp == 0 || self.open != interp {
+            InlineStep::Library
+        } else if self.current.is_some() {
+            InlineStep::Check
+        } else {
+            InlineStep::Done
+        }
+    }
+
+    /// The inline is-attached check: `true` if the thread is attached to
+    /// `interp` as the block says; `false`: ask the library.
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    pub unsafe fn try_attached(&self, interp: u64) -> bool {
+        // SAFETY: forwarded contract.
+        interp != 0 && self.open == interp && unsafe { self.record_is_current() }
+    }
+
+    /// The ticket designs' inline ensure as far as it goes without calling
+    /// `current` ([`count_uncalled`](Self::count_uncalled) with a ticket):
+    /// `Ok(ticket)` if counted.
+    #[inline(always)]
+    pub fn ticket_uncalled(&mut self, interp: u64) -> std::result::Result<u32, InlineStep> {
+        if self.open != interp || self.depth >= self.limit {
+            Err(InlineStep::Library)
+        } else if self.current.is_some() {
+            Err(InlineStep::Check)
+        } else {
+            Ok(self.push_ticket())
+        }
+    }
+
+    /// The ticket designs' inline ensure: `Some(ticket)` if counted.
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    pub unsafe fn try_ticket(&mut self, interp: u64) -> Option<u32> {
+        // SAFETY: forwarded contract.
+        (self.open == interp && self.depth < self.limit && unsafe { self.record_is_current() })
+            .then(|| self.push_ticket())
+    }
+
+    /// Counts a span (`depth < limit` checked) and returns its ticket.
+    #[inline(always)]
+    fn push_ticket(&mut self) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq = (seq + 1) & Ticket::SEQ_MASK;
+        // `depth < limit <= INLINE_DEPTH`: in bounds
+        self.seqs[self.depth as usize % INLINE_DEPTH] = seq;
+        self.depth += 1;
+        self.tag_bits | seq
+    }
+
+    /// Whether `ticket` is the innermost counted span's.
+    #[inline(always)]
+    fn innermost_is(&self, ticket: u32) -> bool {
+        self.depth > 0
+            && ticket == self.tag_bits | self.seqs[(self.depth as usize - 1) % INLINE_DEPTH]
+    }
+
+    /// The ticket designs' inline release of `ticket` as far as it goes
+    /// without calling `current`: uncounted if it is the innermost counted
+    /// span's (anything else — out of order, stale, forged, a frame's —
+    /// goes to the library, which reports it).
+    #[inline(always)]
+    pub fn release_ticket_uncalled(&mut self, ticket: u32) -> InlineStep {
+        if !self.innermost_is(ticket) {
+            InlineStep::Library
+        } else if self.current.is_some() {
+            InlineStep::Check
+        } else {
+            self.depth -= 1;
+            InlineStep::Done
+        }
+    }
+
+    /// The ticket designs' inline release: `true` if uncounted.
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    pub unsafe fn try_release_ticket(&mut self, ticket: u32) -> bool {
+        // SAFETY: forwarded contract.
+        if self.innermost_is(ticket) && unsafe { self.record_is_current() } {
+            self.depth -= 1;
+            return true;
+        }
+        false
+    }
+
     /// # Safety
     /// As [`try_count`](Self::try_count).
     #[inline(always)]
@@ -651,13 +767,25 @@ pub enum InlineStep {
 }
 
 /// Returns the calling thread's [`InlineState`] block of a facade runtime
-/// (never NULL; valid for the thread's whole life). Given to
-/// [`crate::Runtime::export_inline_state`].
+/// (never NULL; valid for the thread's whole life).
 pub type InlineSlot = fn() -> *mut InlineState;
+
+/// A runtime's inline blocks (given to
+/// [`crate::Runtime::export_inline_state`]).
+#[derive(Clone, Copy)]
+pub struct InlineExport {
+    /// Where each thread's block is.
+    pub slot: InlineSlot,
+    /// The design hands out tickets: its inline path counts spans with
+    /// sequence numbers (`tag_bits`, `next_seq`, `seqs`).
+    pub tickets: bool,
+}
 
 /// Nested spans the inline path may count at most (and at most half the
 /// free frame slots, so the library's own fast path keeps the other half).
-const INLINE_DEPTH: usize = 16;
+pub const INLINE_DEPTH: usize = 16;
+const _: () =
+    assert!(std::mem::size_of::<[u32; INLINE_DEPTH]>() == std::mem::size_of::<[u32; 16]>());
 
 /// Pushes the counted spans onto `rts[0]`'s frames and closes the inline
 /// block (a slow call begins, or the thread exits).
@@ -680,9 +808,19 @@ fn close_inline<B: Backend>(f: &mut Fast, c: &mut RtCtx<B>) {
     // the thread's life; only this thread touches it, and no other
     // reference to it exists while the library runs on this thread.
     let s = unsafe { &mut *c.inline };
+    if s.open == 0 {
+        // closed: nothing counted, nothing reserved (see `InlineState`)
+        return;
+    }
     let depth = s.depth;
-    *s = InlineState::CLOSED;
+    s.open = 0;
+    s.depth = 0;
+    s.limit = 0;
     f.reserved = 0;
+    if c.inline_tickets {
+        // the block's sequence numbers were the context's while it was open
+        c.next_seq = s.next_seq;
+    }
     if depth > 0 {
         push_inline_counted(c, depth);
     }
@@ -693,8 +831,13 @@ fn push_inline_counted<B: Backend>(c: &mut RtCtx<B>, depth: u32) {
     // counted only while `c` was attached to `current_interp` (see
     // `InlineState`), with room reserved for them
     let il = c.local(c.current).il;
-    for _ in 0..depth {
-        let (_, seq) = c.ticket();
+    for k in 0..depth as usize {
+        let seq = if c.inline_tickets {
+            // SAFETY: as in `close_inline`; `depth <= INLINE_DEPTH`.
+            unsafe { (*c.inline).seqs[k % INLINE_DEPTH] }
+        } else {
+            c.ticket().1
+        };
         c.frames.push(Frame {
             kind: FrameKind::Nested,
             ts: NONE,
@@ -713,22 +856,51 @@ fn push_inline_counted<B: Backend>(c: &mut RtCtx<B>, depth: u32) {
 fn open_inline<B: Backend>(f: &mut Fast, c: &RtCtx<B>) {
     let room = c.frames.capacity() - c.frames.len();
     let limit = (room / 2).min(INLINE_DEPTH);
-    if c.current_interp == 0 || c.current == NONE || limit == 0 {
+    // `current_interp` is 0 whenever nothing is attached (`clear_current`)
+    if c.current_interp == 0 || limit == 0 {
         return;
     }
-    f.reserved = limit as u32;
     // SAFETY: as in `close_inline`.
     let s = unsafe { &mut *c.inline };
-    *s = InlineState {
-        open: c.current_interp,
-        depth: 0,
-        limit: limit as u32,
-        current: if B::EXTERNAL_SWITCHES {
-            c.backend().current_fn()
-        } else {
-            None
-        },
-        expect: c.current_raw as *mut std::ffi::c_void,
+    // `current` and `tag_bits` were set with the context (`init_inline`);
+    // the block is closed, so `depth` is 0
+    if c.inline_tickets {
+        if s.tag_bits == 0 {
+            // no tag, no tickets: the library refuses
+            return;
+        }
+        s.next_seq = c.next_seq;
+        // both would number spans: the fast path keeps off while the block
+        // (the one counter then) is open
+        f.reserved = u32::MAX;
+    } else {
+        // the fast path keeps off the block's share of the frames
+        f.reserved = limit as u32;
+    }
+    if B::EXTERNAL_SWITCHES {
+        s.expect = c.current_raw as *mut std::ffi::c_void;
+    }
+    s.limit = limit as u32;
+    s.open = c.current_interp;
+}
+
+/// Sets the fields of `c`'s inline block that stay as they are for the
+/// context's life (a new context: its block is closed).
+fn init_inline<B: Backend>(c: &RtCtx<B>) {
+    if c.inline.is_null() {
+        return;
+    }
+    // SAFETY: as in `close_inline`.
+    let s = unsafe { &mut *c.inline };
+    s.current = if B::EXTERNAL_SWITCHES {
+        c.backend().current_fn()
+    } else {
+        None
+    };
+    s.tag_bits = if c.inline_tickets && c.tag != 0 {
+        Ticket::new(c.tag, 0).to_raw()
+    } else {
+        0
     };
 }
 
@@ -939,11 +1111,14 @@ impl<B: Backend> Drop for CallGuard<B> {
         // by the exit destructor, never while a call is inside; the call's
         // own borrows of it ended before this guard drops.
         let t = unsafe { &mut *self.0 };
-        t.fast.hint = t.rts.first().map_or(0, |c| c.current_interp);
-        if let Some(c) = t.rts.first()
-            && !c.inline.is_null()
-        {
-            open_inline(&mut t.fast, c);
+        match t.rts.first() {
+            Some(c) => {
+                t.fast.hint = c.current_interp;
+                if !c.inline.is_null() {
+                    open_inline(&mut t.fast, c);
+                }
+            }
+            None => t.fast.hint = 0,
         }
         t.busy = false;
     }
@@ -1118,8 +1293,9 @@ fn find_or_create<'a, B: Backend>(
         None => {
             reg.alloc_point()?;
             t.rts.try_reserve(1).map_err(|_| Error::NoMemory)?;
-            t.rts
-                .push(RtCtx::new(reg.clone(), t.info.clone(), t.tag, t.seq_start));
+            let c = RtCtx::new(reg.clone(), t.info.clone(), t.tag, t.seq_start);
+            init_inline(&c);
+            t.rts.push(c);
             let last = t.rts.len() - 1;
             t.rts.swap(0, last);
         }
@@ -1237,7 +1413,10 @@ pub(crate) struct Parked {
 impl<B: Backend> RtCtx<B> {
     fn new(reg: Arc<Registry<B>>, info: Arc<ThreadInfo>, tag: u16, seq: u32) -> Self {
         Self {
-            inline: reg.inline_slot().map_or(std::ptr::null_mut(), |f| f()),
+            inline: reg
+                .inline_export()
+                .map_or(std::ptr::null_mut(), |e| (e.slot)()),
+            inline_tickets: reg.inline_export().is_some_and(|e| e.tickets),
             reg,
             info,
             tag,

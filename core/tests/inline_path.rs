@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::inline::{block, inline_ensure, inline_release, runtime, slot};
+use common::inline::{
+    block, export, inline_ensure, inline_ensure_ticket, inline_release, inline_release_ticket,
+    runtime, ticket_block, ticket_runtime,
+};
 use common::watchdog;
 use std::time::Duration;
 use tstate_core::{Error, LockMode, Runtime};
@@ -153,7 +156,99 @@ fn a_runtime_without_a_block_never_opens_one() {
         rt.ensure(main).unwrap();
         assert_eq!(block(), (0, 0, 0));
         rt.release().unwrap();
-        assert_eq!(rt.export_inline_state(slot), Ok(()));
-        assert_eq!(rt.export_inline_state(slot), Err(Error::Busy), "set once");
+        assert_eq!(rt.export_inline_state(export()), Ok(()));
+        assert_eq!(
+            rt.export_inline_state(export()),
+            Err(Error::Busy),
+            "set once"
+        );
     });
+}
+
+// ----- a design with tickets (the handle design's block) -------------------
+
+#[test]
+fn counted_spans_get_distinct_tickets_released_in_order_only() {
+    on_thread(|| {
+        let rt = ticket_runtime();
+        let main = rt.main_interpreter().unwrap();
+        let outer = inline_ensure_ticket(&rt, main).unwrap(); // the library
+        assert_eq!(ticket_block().0, main.as_raw());
+        let a = inline_ensure_ticket(&rt, main).unwrap();
+        let b = inline_ensure_ticket(&rt, main).unwrap();
+        assert_eq!(ticket_block().1, 2, "both counted in the block");
+        let raws = [outer.to_raw(), a.to_raw(), b.to_raw()];
+        assert!(raws[0] != raws[1] && raws[1] != raws[2] && raws[0] != raws[2]);
+        // out of order: not the innermost, so the library, which refuses
+        // it with nothing changed
+        assert_eq!(inline_release_ticket(&rt, a), Err(Error::OutOfOrder));
+        assert_eq!(ticket_block().1, 0, "the library call made them frames");
+        // the tickets the block made are the frames' own
+        inline_release_ticket(&rt, b).unwrap();
+        inline_release_ticket(&rt, a).unwrap();
+        assert!(rt.is_attached(main));
+        inline_release_ticket(&rt, outer).unwrap();
+        assert!(!rt.is_attached(main));
+    });
+}
+
+#[test]
+fn a_ticket_released_by_the_block_is_stale_for_the_block_and_the_library() {
+    on_thread(|| {
+        let rt = ticket_runtime();
+        let main = rt.main_interpreter().unwrap();
+        let outer = rt.ensure_ticket(main).unwrap();
+        let a = inline_ensure_ticket(&rt, main).unwrap();
+        inline_release_ticket(&rt, a).unwrap();
+        // the next span at the same depth has a new number ...
+        let b = inline_ensure_ticket(&rt, main).unwrap();
+        assert_ne!(a.to_raw(), b.to_raw());
+        // ... and the released one is refused
+        assert_eq!(inline_release_ticket(&rt, a), Err(Error::InvalidHandle));
+        inline_release_ticket(&rt, b).unwrap();
+        // after a library call the library numbers on from the block: a
+        // span it opens now does not reuse a number the block gave out
+        rt.work(main).unwrap();
+        let c = rt.ensure_ticket(main).unwrap();
+        assert!(c.to_raw() != a.to_raw() && c.to_raw() != b.to_raw());
+        assert_eq!(rt.release_ticket(b), Err(Error::InvalidHandle));
+        rt.release_ticket(c).unwrap();
+        rt.release_ticket(outer).unwrap();
+        assert!(!rt.is_attached(main));
+    });
+}
+
+#[test]
+fn the_library_s_own_fast_path_never_numbers_a_span_while_the_block_does() {
+    on_thread(|| {
+        let rt = ticket_runtime();
+        let main = rt.main_interpreter().unwrap();
+        let outer = rt.ensure_ticket(main).unwrap();
+        let a = inline_ensure_ticket(&rt, main).unwrap();
+        // the core's Rust API on the same runtime: its fast path would
+        // number from the context's counter, which the block holds
+        assert!(rt.ensure_nested(main, true).is_none(), "declined");
+        let b = rt.ensure_ticket(main).unwrap();
+        assert_ne!(a.to_raw(), b.to_raw());
+        rt.release_ticket(b).unwrap();
+        inline_release_ticket(&rt, a).unwrap();
+        rt.release_ticket(outer).unwrap();
+        assert!(!rt.is_attached(main));
+    });
+}
+
+#[test]
+fn thread_exit_closes_the_spans_a_ticket_block_counted() {
+    let rt = std::sync::Arc::new(ticket_runtime());
+    let sub = rt.create_interpreter(LockMode::Own).unwrap();
+    let before = rt.diagnostics().exit_spans_closed;
+    let r = rt.clone();
+    on_thread(move || {
+        r.ensure_ticket(sub).unwrap();
+        inline_ensure_ticket(&r, sub).unwrap();
+        inline_ensure_ticket(&r, sub).unwrap();
+        assert_eq!(ticket_block().1, 2);
+    });
+    assert_eq!(rt.diagnostics().exit_spans_closed - before, 3);
+    rt.finalize(sub, Some(Duration::from_secs(5))).unwrap();
 }

@@ -120,6 +120,84 @@
 typedef struct TSA_ThreadState TSA_ThreadState;
 
 /**
+ * The per-thread block a header's `static inline` nested path reads and
+ * writes without calling the library (`tse_ensure_inline` /
+ * `tse_release_inline` in `tstate_ensure.h`; `docs/performance.md`, "The
+ * inline path"). C layout: its fields are part of that facade's ABI.
+ *
+ * One block per thread and facade runtime, in a thread-local of the facade
+ * library with a constant initializer and no destructor (so it stays
+ * readable for the thread's whole life, thread-exit destructors included);
+ * the library hands its address out (`InlineSlot`) and the header caches
+ * it in a thread-local of its own. Only the owning thread touches it: the
+ * library while one of its calls runs on that thread, the header's inline
+ * code between calls. The library reaches it through a raw pointer only,
+ * never keeping a reference across anything that could run the header's
+ * code.
+ *
+ * | `open` | `depth` | meaning |
+ * |---|---|---|
+ * | 0 | 0 | closed: the inline functions call the exported ones |
+ * | interpreter id | `0..=limit` | the thread is attached to `open` through the runtime's context `rts[0]`, whose record is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of `rts[0].frames` and of the library's own counted spans (`Fast`); `rts[0].frames` has room for all of them |
+ * | 0 | > 0 | never: closing pushes the counted spans as frames first |
+ *
+ * The inline ensure counts when `open` is the target, `depth < limit` and,
+ * if `current` is set, `current()` returns `expect` (the backend's real
+ * attached thread state is still the library's record: on CPython other
+ * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
+ * release uncounts when `depth > 0` and the same `current` check holds.
+ * Anything else calls the exported function, whose slow path sees the
+ * counted spans as frames (`flush`) and reports misuse as it would
+ * have. Every call of the library closes the block when it starts (while a
+ * call is inside, as in a callback, the inline path takes the exported
+ * function and gets `Busy` exactly as before) and opens it again when it
+ * ends if the thread is attached through that runtime.
+ */
+typedef struct TSA_InlineState {
+  /**
+   * The interpreter id the inline ensure may count nested spans of; 0:
+   * closed.
+   */
+  uint64_t open;
+  /**
+   * Nested spans counted by the inline path.
+   */
+  uint32_t depth;
+  /**
+   * How many the inline path may count (`depth` stays below or at it).
+   */
+  uint32_t limit;
+  /**
+   * Reads the backend's attached thread state (CPython:
+   * `PyThreadState_GetUnchecked` or `_PyThreadState_UncheckedGet`);
+   * NULL where no other code can switch thread states (the model).
+   */
+  void *(*current)(void);
+  /**
+   * What `current` returns while the library's record is attached.
+   */
+  void *expect;
+  /**
+   * The designs that hand out tickets (a ticket is `tag_bits | seq`):
+   * the thread's tag shifted into place, never 0 while open. 0 in a
+   * block of a design without tickets.
+   */
+  uint32_t tag_bits;
+  /**
+   * The designs with tickets: the sequence number the next counted span
+   * takes (modulo 2¹⁹); the library's own counter while the block is
+   * open.
+   */
+  uint32_t next_seq;
+  /**
+   * The designs with tickets: the counted spans' sequence numbers,
+   * innermost last (`seqs[..depth]`). (The length is
+   * `INLINE_DEPTH`, spelled out for the C header.)
+   */
+  uint32_t seqs[16];
+} TSA_InlineState;
+
+/**
  * One holder, as C sees it (see `Holder`).
  */
 typedef struct TSA_Holder {
@@ -235,6 +313,18 @@ typedef struct TSA_BackendInfo {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The calling thread's inline block, read by the header's
+ * `tsa_is_attached_inline` (which caches this address in a thread-local
+ * of its own): never NULL, valid for the calling thread's whole life, to
+ * be used by that thread only. Its fields and their states are documented
+ * in `docs/performance.md` ("The inline path"); code other than the
+ * header's inline functions must not write it.
+ *
+ * Thread: any; each thread gets its own block.
+ */
+struct TSA_InlineState *tsa_inline_state(void);
 
 /**
  * Creates a detached thread state of `interp`, owned by the caller and
@@ -548,8 +638,10 @@ void tsa_fail_allocations(uint32_t skip, uint32_t fail);
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSA_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSA_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 void tsa_inject_panics(uint32_t n);
 
@@ -611,3 +703,42 @@ int tsa_set_exit_bound(int64_t ms);
  * of any code (the contract's spelling; never NULL, never freed). */
 #define PyThreadState_GetErrorMessage(code) tsa_error_message(code)
 #endif /* TSTATE_ACTIVATE_DISCUSSION_NAMES */
+
+#ifndef TSTATE_ACTIVATE_INLINE_DEFINED
+#define TSTATE_ACTIVATE_INLINE_DEFINED 1
+/* The inline is-attached check (docs/performance.md, "The inline path"):
+ * tsa_is_attached_inline answers as tsa_is_attached; 1 from the calling
+ * thread's inline block when it says the thread is attached to `interp`
+ * through this library (and, on CPython, that thread state is still the
+ * attached one), else it calls tsa_is_attached. TLS model,
+ * TSTATE_INLINE_INITIAL_EXEC and TSTATE_ACTIVATE_NO_INLINE: as in
+ * tstate_ensure.h. */
+#if defined(__GNUC__) && !defined(TSTATE_ACTIVATE_NO_INLINE)
+#if defined(TSTATE_INLINE_INITIAL_EXEC)
+#define TSA_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
+#else
+#define TSA_INLINE_TLS_ __thread
+#endif
+/* This thread's inline block, once it has called the library through
+ * this translation unit's inline function; until then a closed block of
+ * this translation unit's (zero, never written). */
+static struct TSA_InlineState tsa_inline_closed_;
+static TSA_INLINE_TLS_ struct TSA_InlineState *tsa_inline_cache_ = &tsa_inline_closed_;
+/* As tsa_is_attached (same argument, same result). */
+static inline int tsa_is_attached_inline(uint64_t interp) {
+  struct TSA_InlineState *b = tsa_inline_cache_;
+  if (__builtin_expect(interp != 0 && b->open == interp &&
+                           (b->current == NULL || b->current() == b->expect),
+                       1))
+    return 1;
+  if (b == &tsa_inline_closed_) {
+    struct TSA_InlineState *own = tsa_inline_state();
+    if (own != NULL)
+      tsa_inline_cache_ = own;
+  }
+  return tsa_is_attached(interp);
+}
+#else
+static inline int tsa_is_attached_inline(uint64_t interp) { return tsa_is_attached(interp); }
+#endif
+#endif /* TSTATE_ACTIVATE_INLINE_DEFINED */

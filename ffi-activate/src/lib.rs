@@ -36,10 +36,31 @@ use tstate_core::{Error, InterpreterId, ThreadStateId, with_global};
 pub mod rust;
 mod shared;
 
-/// This facade exports no inline block (only the ensure design's header has
-/// an inline nested path: `docs/performance.md`, "The inline path").
-const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = None;
 pub use shared::*;
+
+c_abi::inline_block!();
+
+/// The runtime exports its inline block, for `tsa_is_attached` (its
+/// idiom's nested path) and the header's `tsa_is_attached_inline`; the
+/// design counts no spans (`shared.rs` passes this to
+/// `Global::choose_with`).
+const INLINE_STATE: Option<c_abi::InlineExport> = Some(c_abi::InlineExport {
+    slot: inline_slot,
+    tickets: false,
+});
+
+/// The calling thread's inline block, read by the header's
+/// `tsa_is_attached_inline` (which caches this address in a thread-local
+/// of its own): never NULL, valid for the calling thread's whole life, to
+/// be used by that thread only. Its fields and their states are documented
+/// in `docs/performance.md` ("The inline path"); code other than the
+/// header's inline functions must not write it.
+///
+/// Thread: any; each thread gets its own block.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsa_inline_state() -> *mut c_abi::InlineState {
+    inline_slot()
+}
 
 /// An opaque thread-state handle. Never dereferenced: its address is a
 /// generational 64-bit id (so this ABI needs 64-bit pointers).

@@ -171,6 +171,24 @@ typedef struct TSE_InlineState {
    * What `current` returns while the library's record is attached.
    */
   void *expect;
+  /**
+   * The designs that hand out tickets (a ticket is `tag_bits | seq`):
+   * the thread's tag shifted into place, never 0 while open. 0 in a
+   * block of a design without tickets.
+   */
+  uint32_t tag_bits;
+  /**
+   * The designs with tickets: the sequence number the next counted span
+   * takes (modulo 2¹⁹); the library's own counter while the block is
+   * open.
+   */
+  uint32_t next_seq;
+  /**
+   * The designs with tickets: the counted spans' sequence numbers,
+   * innermost last (`seqs[..depth]`). (The length is
+   * `INLINE_DEPTH`, spelled out for the C header.)
+   */
+  uint32_t seqs[16];
 } TSE_InlineState;
 
 /**
@@ -612,8 +630,10 @@ void tse_fail_allocations(uint32_t skip, uint32_t fail);
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSE_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSE_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 void tse_inject_panics(uint32_t n);
 

@@ -46,23 +46,15 @@ pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
 
 static FATAL: FatalHookCell = FatalHookCell::new("tse_release");
 
-std::thread_local! {
-    /// This thread's inline block (see [`tse_inline_state`]): a constant
-    /// initializer and no destructor, so it is readable for the thread's
-    /// whole life, thread-exit destructors included.
-    static INLINE: std::cell::UnsafeCell<InlineState> =
-        const { std::cell::UnsafeCell::new(InlineState::CLOSED) };
-}
-
-/// Where the calling thread's inline block is (the runtime's
-/// `InlineSlot`).
-fn inline_slot() -> *mut InlineState {
-    INLINE.with(|b| b.get())
-}
+c_abi::inline_block!();
 
 /// The runtime exports its inline block (`shared.rs` passes this to
 /// `Global::choose_with`).
-const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = Some(inline_slot);
+const INLINE_STATE: Option<tstate_core::c_abi::InlineExport> =
+    Some(tstate_core::c_abi::InlineExport {
+        slot: inline_slot,
+        tickets: false,
+    });
 
 /// The calling thread's inline block, read and written by the header's
 /// `tse_ensure_inline` / `tse_release_inline` (which cache this address in

@@ -31,6 +31,13 @@ impl Facade for ThisFacade {
     fn global_if_chosen() -> Option<&'static Global> {
         GLOBAL.get()
     }
+    #[inline(always)]
+    fn inline_block() -> *mut c_abi::InlineState {
+        match crate::INLINE_STATE {
+            Some(e) => (e.slot)(),
+            None => std::ptr::null_mut(),
+        }
+    }
 }
 
 /// Out of memory, or an allocation made to fail by fault injection. Nothing
@@ -350,8 +357,10 @@ pub extern "C" fn tse_fail_allocations(skip: u32, fail: u32) {
 }
 
 /// Test hook: makes the next `n` exported calls (of any facade linked into
-/// the same library) panic inside; each returns `TSE_ERR_PANIC` (or its
-/// documented default) instead of unwinding into C.
+/// the same library) that reach the panic boundary panic inside; each
+/// returns `TSE_ERR_PANIC` (or its documented default) instead of
+/// unwinding into C. A nested span that the thread's inline block answers
+/// (ensure, handle, and activate's is-attached check) never reaches it.
 #[unsafe(no_mangle)]
 pub extern "C" fn tse_inject_panics(n: u32) {
     c_abi::inject_panics(n);

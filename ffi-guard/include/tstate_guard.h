@@ -618,8 +618,10 @@ void tsg_fail_allocations(uint32_t skip, uint32_t fail);
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSG_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSG_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 void tsg_inject_panics(uint32_t n);
 

@@ -54,7 +54,7 @@ mod shared;
 
 /// This facade exports no inline block (only the ensure design's header has
 /// an inline nested path: `docs/performance.md`, "The inline path").
-const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = None;
+const INLINE_STATE: Option<tstate_core::c_abi::InlineExport> = None;
 pub use shared::*;
 
 /// An opaque guard (PEP 788's `PyInterpreterGuard`). Never dereferenced.

@@ -22,6 +22,12 @@
 #include <stddef.h>
 
 /**
+ * Sequence numbers of handles wrap at this mask (`tsh_ensure_inline`
+ * numbers the spans it counts; the library's own rule).
+ */
+#define TSH_INLINE_SEQ_MASK 524287
+
+/**
  * Out of memory, or an allocation made to fail by fault injection. Nothing
  * was half-created; retrying can succeed.
  */
@@ -112,6 +118,84 @@
  * Lock mode: no lock (free-threaded: many threads attached at once).
  */
 #define TSH_LOCK_NONE 2
+
+/**
+ * The per-thread block a header's `static inline` nested path reads and
+ * writes without calling the library (`tse_ensure_inline` /
+ * `tse_release_inline` in `tstate_ensure.h`; `docs/performance.md`, "The
+ * inline path"). C layout: its fields are part of that facade's ABI.
+ *
+ * One block per thread and facade runtime, in a thread-local of the facade
+ * library with a constant initializer and no destructor (so it stays
+ * readable for the thread's whole life, thread-exit destructors included);
+ * the library hands its address out (`InlineSlot`) and the header caches
+ * it in a thread-local of its own. Only the owning thread touches it: the
+ * library while one of its calls runs on that thread, the header's inline
+ * code between calls. The library reaches it through a raw pointer only,
+ * never keeping a reference across anything that could run the header's
+ * code.
+ *
+ * | `open` | `depth` | meaning |
+ * |---|---|---|
+ * | 0 | 0 | closed: the inline functions call the exported ones |
+ * | interpreter id | `0..=limit` | the thread is attached to `open` through the runtime's context `rts[0]`, whose record is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of `rts[0].frames` and of the library's own counted spans (`Fast`); `rts[0].frames` has room for all of them |
+ * | 0 | > 0 | never: closing pushes the counted spans as frames first |
+ *
+ * The inline ensure counts when `open` is the target, `depth < limit` and,
+ * if `current` is set, `current()` returns `expect` (the backend's real
+ * attached thread state is still the library's record: on CPython other
+ * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
+ * release uncounts when `depth > 0` and the same `current` check holds.
+ * Anything else calls the exported function, whose slow path sees the
+ * counted spans as frames (`flush`) and reports misuse as it would
+ * have. Every call of the library closes the block when it starts (while a
+ * call is inside, as in a callback, the inline path takes the exported
+ * function and gets `Busy` exactly as before) and opens it again when it
+ * ends if the thread is attached through that runtime.
+ */
+typedef struct TSH_InlineState {
+  /**
+   * The interpreter id the inline ensure may count nested spans of; 0:
+   * closed.
+   */
+  uint64_t open;
+  /**
+   * Nested spans counted by the inline path.
+   */
+  uint32_t depth;
+  /**
+   * How many the inline path may count (`depth` stays below or at it).
+   */
+  uint32_t limit;
+  /**
+   * Reads the backend's attached thread state (CPython:
+   * `PyThreadState_GetUnchecked` or `_PyThreadState_UncheckedGet`);
+   * NULL where no other code can switch thread states (the model).
+   */
+  void *(*current)(void);
+  /**
+   * What `current` returns while the library's record is attached.
+   */
+  void *expect;
+  /**
+   * The designs that hand out tickets (a ticket is `tag_bits | seq`):
+   * the thread's tag shifted into place, never 0 while open. 0 in a
+   * block of a design without tickets.
+   */
+  uint32_t tag_bits;
+  /**
+   * The designs with tickets: the sequence number the next counted span
+   * takes (modulo 2¹⁹); the library's own counter while the block is
+   * open.
+   */
+  uint32_t next_seq;
+  /**
+   * The designs with tickets: the counted spans' sequence numbers,
+   * innermost last (`seqs[..depth]`). (The length is
+   * `INLINE_DEPTH`, spelled out for the C header.)
+   */
+  uint32_t seqs[16];
+} TSH_InlineState;
 
 /**
  * One holder, as C sees it (see `Holder`).
@@ -229,6 +313,18 @@ typedef struct TSH_BackendInfo {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The calling thread's inline block, read and written by the header's
+ * `tsh_ensure_inline` / `tsh_release_inline` (which cache this address in
+ * a thread-local of their own): never NULL, valid for the calling thread's
+ * whole life, to be used by that thread only. Its fields and their states
+ * are documented in `docs/performance.md` ("The inline path"); code other
+ * than the header's inline functions must not write it.
+ *
+ * Thread: any; each thread gets its own block.
+ */
+struct TSH_InlineState *tsh_inline_state(void);
 
 /**
  * Ensures the calling thread is attached to `interp` and returns the handle
@@ -501,8 +597,10 @@ void tsh_fail_allocations(uint32_t skip, uint32_t fail);
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSH_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSH_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 void tsh_inject_panics(uint32_t n);
 
@@ -557,3 +655,70 @@ int tsh_set_exit_bound(int64_t ms);
 #define PyThreadState_Ensure tsh_ensure
 #define PyThreadState_Release tsh_release
 #endif /* TSTATE_HANDLE_DISCUSSION_NAMES */
+
+#ifndef TSTATE_HANDLE_INLINE_DEFINED
+#define TSTATE_HANDLE_INLINE_DEFINED 1
+/* The inline nested path (docs/performance.md, "The inline path"):
+ * tsh_ensure_inline and tsh_release_inline do what tsh_ensure and
+ * tsh_release do, with the same contract and results; a nested span (the
+ * thread is attached to `interp` through this library already, and nothing
+ * switched thread states behind its back) is counted, and its handle made,
+ * in the calling thread's inline block without calling the library; a
+ * release of the innermost counted span is uncounted there; anything else
+ * (another handle, a stale or forged one, ...) calls tsh_ensure /
+ * tsh_release, which report misuse as always. Mixing them with the
+ * exported functions is allowed. TLS model, TSTATE_INLINE_INITIAL_EXEC and
+ * TSTATE_HANDLE_NO_INLINE: as in tstate_ensure.h. */
+#if defined(__GNUC__) && !defined(TSTATE_HANDLE_NO_INLINE)
+#if defined(TSTATE_INLINE_INITIAL_EXEC)
+#define TSH_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
+#else
+#define TSH_INLINE_TLS_ __thread
+#endif
+/* This thread's inline block, once it has called the library through
+ * this translation unit's inline functions; until then a closed block of
+ * this translation unit's (zero, never written). */
+static struct TSH_InlineState tsh_inline_closed_;
+static TSH_INLINE_TLS_ struct TSH_InlineState *tsh_inline_cache_ = &tsh_inline_closed_;
+/* On the way to the library: from the closed block to this thread's own. */
+static inline void tsh_inline_adopt_(void) {
+  if (tsh_inline_cache_ == &tsh_inline_closed_) {
+    struct TSH_InlineState *own = tsh_inline_state();
+    if (own != NULL)
+      tsh_inline_cache_ = own;
+  }
+}
+/* As tsh_ensure (same arguments, same results). */
+static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {
+  struct TSH_InlineState *b = tsh_inline_cache_;
+  /* a closed block has open 0 and limit 0: never counts */
+  if (__builtin_expect(b->open == interp && b->depth < b->limit &&
+                           (b->current == NULL || b->current() == b->expect),
+                       1)) {
+    uint32_t seq = b->next_seq;
+    b->next_seq = (seq + 1) & TSH_INLINE_SEQ_MASK;
+    b->seqs[b->depth++] = seq;
+    return (int)(b->tag_bits | seq);
+  }
+  tsh_inline_adopt_();
+  return tsh_ensure(interp, errmsg);
+}
+/* As tsh_release (same argument, same results). */
+static inline int tsh_release_inline(int handle) {
+  struct TSH_InlineState *b = tsh_inline_cache_;
+  if (__builtin_expect(b->depth > 0 && (uint32_t)handle == (b->tag_bits | b->seqs[b->depth - 1]) &&
+                           (b->current == NULL || b->current() == b->expect),
+                       1)) {
+    b->depth--;
+    return 0;
+  }
+  tsh_inline_adopt_();
+  return tsh_release(handle);
+}
+#else
+static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {
+  return tsh_ensure(interp, errmsg);
+}
+static inline int tsh_release_inline(int handle) { return tsh_release(handle); }
+#endif
+#endif /* TSTATE_HANDLE_INLINE_DEFINED */

@@ -21,16 +21,81 @@
 //! returns a guard owning its handle (see `docs/rust-api.md`).
 
 use std::ffi::{c_char, c_int};
-use tstate_core::c_abi;
-use tstate_core::{InterpreterId, Ticket, fast_global, with_global};
+use tstate_core::c_abi::{self, InlineState, InlineStep};
+use tstate_core::{InterpreterId, Ticket, with_global};
 
 pub mod rust;
 mod shared;
 
-/// This facade exports no inline block (only the ensure design's header has
-/// an inline nested path: `docs/performance.md`, "The inline path").
-const INLINE_STATE: Option<tstate_core::c_abi::InlineSlot> = None;
 pub use shared::*;
+
+c_abi::inline_block!();
+
+/// The runtime exports its inline block, which hands out handles
+/// (`shared.rs` passes this to `Global::choose_with`).
+const INLINE_STATE: Option<c_abi::InlineExport> = Some(c_abi::InlineExport {
+    slot: inline_slot,
+    tickets: true,
+});
+
+/// Sequence numbers of handles wrap at this mask (`tsh_ensure_inline`
+/// numbers the spans it counts; the library's own rule).
+pub const INLINE_SEQ_MASK: u32 = 0x7FFFF;
+const _: () = assert!(INLINE_SEQ_MASK == c_abi::TICKET_SEQ_MASK);
+
+/// The calling thread's inline block, read and written by the header's
+/// `tsh_ensure_inline` / `tsh_release_inline` (which cache this address in
+/// a thread-local of their own): never NULL, valid for the calling thread's
+/// whole life, to be used by that thread only. Its fields and their states
+/// are documented in `docs/performance.md` ("The inline path"); code other
+/// than the header's inline functions must not write it.
+///
+/// Thread: any; each thread gets its own block.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsh_inline_state() -> *mut InlineState {
+    // no panic possible: a const thread-local without a destructor is
+    // always accessible
+    inline_slot()
+}
+
+/// The nested fast path: the header's inline ensure on this thread's block,
+/// as far as it goes without a call: `Ok(handle)`, or `Err(Check)` (on
+/// CPython: continue with [`ensure_checked`]) or `Err(Library)`.
+#[inline(always)]
+fn ensure_fast(interp: u64) -> Result<c_int, InlineStep> {
+    // SAFETY: this thread's block, filled by the library only; no library
+    // call runs on this thread (an exported function's start), and no
+    // reference to the block outlives this statement. A handle is in
+    // 1..=i32::MAX (a tag is never 0; documented layout).
+    unsafe { (*inline_slot()).ticket_uncalled(interp) }.map(|t| t as c_int)
+}
+
+/// The nested fast path where the backend's thread state must be checked,
+/// else the slow path (reached by a tail call: the exported function saves
+/// no registers).
+///
+/// # Safety
+/// As `tsh_ensure`.
+#[inline(never)]
+unsafe fn ensure_checked(interp: u64, errmsg: *mut *const c_char) -> c_int {
+    // SAFETY: as in `ensure_fast`; `current` is the backend's C function.
+    match unsafe { (*inline_slot()).try_ticket(interp) } {
+        Some(t) => t as c_int,
+        // SAFETY: forwarded contract.
+        None => unsafe { ensure_slow(interp, errmsg) },
+    }
+}
+
+/// `tsh_release` where the backend's thread state must be checked first.
+#[inline(never)]
+fn release_checked(handle: c_int) -> c_int {
+    // SAFETY: as in `ensure_checked`.
+    if unsafe { (*inline_slot()).try_release_ticket(handle as u32) } {
+        0
+    } else {
+        release_slow(handle)
+    }
+}
 
 /// Ensures the calling thread is attached to `interp` and returns the handle
 /// of this span (`>= 0`), to pass to [`tsh_release`] on the same thread.
@@ -51,15 +116,13 @@ pub use shared::*;
 /// `errmsg` must be NULL or valid for writing a `const char *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tsh_ensure(interp: u64, errmsg: *mut *const c_char) -> c_int {
-    // the nested fast path (see `Runtime::ensure_nested`); a ticket is
-    // always in 1..=i32::MAX (documented layout)
-    if let Some(t) =
-        fast_global!(ThisFacade, rt => rt.ensure_nested(InterpreterId::from_raw(interp), true))
-    {
-        return t.to_raw() as c_int;
+    match ensure_fast(interp) {
+        Ok(h) => h,
+        // SAFETY: forwarded contract.
+        Err(InlineStep::Check) => unsafe { ensure_checked(interp, errmsg) },
+        // SAFETY: forwarded contract.
+        Err(_) => unsafe { ensure_slow(interp, errmsg) },
     }
-    // SAFETY: forwarded contract.
-    unsafe { ensure_slow(interp, errmsg) }
 }
 
 /// `tsh_ensure` past its fast path.
@@ -90,12 +153,14 @@ unsafe extern "C" fn ensure_slow(interp: u64, errmsg: *mut *const c_char) -> c_i
 /// as invalid), `TSH_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsh_release(handle: c_int) -> c_int {
-    if handle > 0
-        && fast_global!(ThisFacade, rt => rt.release_ticket_nested(Ticket::from_raw(handle as u32)).then_some(())).is_some()
-    {
-        return 0;
+    // the header's inline release on this thread's block (a negative
+    // handle never matches: counted handles are in 1..=i32::MAX)
+    // SAFETY: as in `ensure_fast`.
+    match unsafe { (*inline_slot()).release_ticket_uncalled(handle as u32) } {
+        InlineStep::Done => 0,
+        InlineStep::Check => release_checked(handle),
+        InlineStep::Library => release_slow(handle),
     }
-    release_slow(handle)
 }
 
 /// `tsh_release` past its fast path.

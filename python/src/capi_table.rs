@@ -11,7 +11,7 @@ use std::ffi::c_void;
 pub const CAPI_VERSION: u32 = 2;
 
 /// How many functions the table holds.
-pub const FUNCTIONS: usize = 117;
+pub const FUNCTIONS: usize = 119;
 
 /// The table the capsule points to.
 pub static TABLE: Table = Table {
@@ -135,5 +135,7 @@ pub static TABLE: Table = Table {
         FnPtr(tstate_ffi_guard::tsg_backend_info as *const c_void),
         FnPtr(tstate_ffi_guard::tsg_set_exit_bound as *const c_void),
         FnPtr(tstate_ffi_ensure::tse_inline_state as *const c_void),
+        FnPtr(tstate_ffi_handle::tsh_inline_state as *const c_void),
+        FnPtr(tstate_ffi_activate::tsa_inline_state as *const c_void),
     ],
 };

@@ -39,6 +39,9 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t limit
         void *(*current)()
         void *expect
+        uint32_t tag_bits
+        uint32_t next_seq
+        uint32_t seqs[16]
     ctypedef struct TSE_Error:
         int code
         const char *message
@@ -97,6 +100,7 @@ cdef extern from "tstate_capi.h" nogil:
     int tse_set_exit_bound(int64_t ms)
 
     # ---- the handle design ----
+    enum: TSH_INLINE_SEQ_MASK
     enum: TSH_ERR_NO_MEMORY
     enum: TSH_ERR_FINALIZING
     enum: TSH_ERR_NO_SUCH_INTERPRETER
@@ -114,6 +118,15 @@ cdef extern from "tstate_capi.h" nogil:
     enum: TSH_LOCK_OWN
     enum: TSH_LOCK_SHARED_WITH_MAIN
     enum: TSH_LOCK_NONE
+    ctypedef struct TSH_InlineState:
+        uint64_t open
+        uint32_t depth
+        uint32_t limit
+        void *(*current)()
+        void *expect
+        uint32_t tag_bits
+        uint32_t next_seq
+        uint32_t seqs[16]
     ctypedef struct TSH_Holder:
         uint64_t thread_number
         uint64_t os_thread_id
@@ -138,6 +151,7 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t python_major
         uint32_t python_minor
         uint32_t lock_modes
+    TSH_InlineState *tsh_inline_state()
     int tsh_ensure(uint64_t interp, const char **errmsg)
     int tsh_release(int handle)
     int tsh_initialize()
@@ -184,6 +198,15 @@ cdef extern from "tstate_capi.h" nogil:
     enum: TSA_LOCK_NONE
     ctypedef struct TSA_ThreadState:
         pass
+    ctypedef struct TSA_InlineState:
+        uint64_t open
+        uint32_t depth
+        uint32_t limit
+        void *(*current)()
+        void *expect
+        uint32_t tag_bits
+        uint32_t next_seq
+        uint32_t seqs[16]
     ctypedef struct TSA_Holder:
         uint64_t thread_number
         uint64_t os_thread_id
@@ -208,6 +231,7 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t python_major
         uint32_t python_minor
         uint32_t lock_modes
+    TSA_InlineState *tsa_inline_state()
     int tsa_new(uint64_t interp, TSA_ThreadState **ts)
     int tsa_activate(TSA_ThreadState *ts)
     int tsa_deactivate(TSA_ThreadState *ts)
