@@ -307,6 +307,37 @@ static PyObject *handle_open(PyObject *self, PyObject *unused) {
     return PyLong_FromLong(h);
 }
 
+/* inline_nested(n): on the calling (attached) thread, through the
+ * package's ensure design: one tse_ensure_inline on main, then n nested
+ * ones, then n + 1 tse_release_inline; returns (depth after the nested
+ * ones, depth after releasing them, attached after the last release) from
+ * the thread's inline block, reached through the capsule. */
+static PyObject *inline_nested(PyObject *self, PyObject *arg) {
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t main_id = 0;
+    const char *msg = NULL;
+    int rc = tse_main_interpreter(&main_id);
+    if (rc == 0)
+        rc = tse_ensure_inline(main_id, &msg);
+    if (rc != 0) {
+        PyErr_Format(PyExc_RuntimeError, "inline_nested: %s (%d)", tse_error_message(rc), rc);
+        return NULL;
+    }
+    for (long i = 0; i < n; i++)
+        if (tse_ensure_inline(main_id, &msg) != 0)
+            return PyErr_Format(PyExc_RuntimeError, "inline_nested: %s", msg);
+    TSE_InlineState *b = tse_inline_state();
+    long counted = b ? (long)b->depth : -1;
+    for (long i = 0; i < n; i++)
+        tse_release_inline();
+    long left = b ? (long)b->depth : -1;
+    tse_release_inline();
+    return Py_BuildValue("(lli)", counted, left, tse_is_attached(main_id));
+}
+
 /* handle_release(h): tsh_release's code (0, or a negative TSH_ERR_*). */
 static PyObject *handle_release(PyObject *self, PyObject *arg) {
     (void)self;
@@ -321,6 +352,8 @@ static PyMethodDef methods[] = {
 #if defined(TSTATE_CAPI)
     {"handle_open", handle_open, METH_NOARGS, "open a handle span on main; its handle"},
     {"handle_release", handle_release, METH_O, "tsh_release(handle): its code"},
+    {"inline_nested", inline_nested, METH_O,
+     "inline_nested(n): (depth counted, depth after, attached after) of the inline path"},
 #endif
     {"start", start, METH_VARARGS,
      "start(callable, nthreads, max_calls=0): native threads calling callable"},

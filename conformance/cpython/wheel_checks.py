@@ -104,6 +104,15 @@ def _():
     return f"handle {h} opened by wheel_a, released by wheel_b (0), then stale (-6)"
 
 
+@check("inline_path")
+def _():
+    # the ensure design's inline nested path through the capsule, on this
+    # (attached) thread: the nested spans are counted in its inline block
+    counted, left, attached = wheel_a.inline_nested(3)
+    assert (counted, left, attached) == (3, 0, 1), (counted, left, attached)
+    return "3 nested tse_ensure_inline counted in the block, released"
+
+
 @check("missing_package")
 def _():
     # without site-packages tstate cannot be imported: import_tstate() fails

@@ -301,6 +301,7 @@ pub fn expected_checks(minor: u32) -> Vec<&'static str> {
         "diagnostics",
         "exit_bound",
         "one_runtime",
+        "inline_path",
         "missing_package",
         "model_backend_refused",
         "table_older_than_header",
