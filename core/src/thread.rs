@@ -781,6 +781,10 @@ pub struct InlineExport {
     pub tickets: bool,
 }
 
+// The block's size as `docs/performance.md` (Memory) states it.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<InlineState>() == 104);
+
 /// Nested spans the inline path may count at most (and at most half the
 /// free frame slots, so the library's own fast path keeps the other half).
 pub const INLINE_DEPTH: usize = 16;

@@ -1732,8 +1732,10 @@ static inline void tse_fail_allocations(uint32_t skip, uint32_t fail) {
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSE_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSE_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 static inline void tse_inject_panics(uint32_t n) {
   if (TSTATE_CAPI_TABLE == NULL)
@@ -2158,8 +2160,10 @@ static inline void tsh_fail_allocations(uint32_t skip, uint32_t fail) {
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSH_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSH_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 static inline void tsh_inject_panics(uint32_t n) {
   if (TSTATE_CAPI_TABLE == NULL)
@@ -2641,8 +2645,10 @@ static inline void tsa_fail_allocations(uint32_t skip, uint32_t fail) {
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSA_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSA_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 static inline void tsa_inject_panics(uint32_t n) {
   if (TSTATE_CAPI_TABLE == NULL)
@@ -3186,8 +3192,10 @@ static inline void tsg_fail_allocations(uint32_t skip, uint32_t fail) {
 
 /**
  * Test hook: makes the next `n` exported calls (of any facade linked into
- * the same library) panic inside; each returns `TSG_ERR_PANIC` (or its
- * documented default) instead of unwinding into C.
+ * the same library) that reach the panic boundary panic inside; each
+ * returns `TSG_ERR_PANIC` (or its documented default) instead of
+ * unwinding into C. A nested span that the thread's inline block answers
+ * (ensure, handle, and activate's is-attached check) never reaches it.
  */
 static inline void tsg_inject_panics(uint32_t n) {
   if (TSTATE_CAPI_TABLE == NULL)
