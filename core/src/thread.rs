@@ -446,7 +446,13 @@ const FAST_DEPTH: usize = 8;
 /// | `depth` | meaning |
 /// |---|---|
 /// | 0 | no counted span: `rts[0].frames` is the whole span stack |
-/// | 1..=[`FAST_DEPTH`] | the innermost `depth` spans are nested spans of `rts[0]`'s current interpreter, counted here (innermost last) on top of `rts[0].frames`, with sequence numbers `seqs[..depth]`; `rts[0].frames` has room for them (checked when each was counted) |
+/// | 1..=[`FAST_DEPTH`] | the innermost `depth` spans are nested spans of `rts[0]`'s current interpreter, counted here (innermost last) on top of `rts[0].frames`, with sequence numbers `seqs[..depth]`; `rts[0].frames` has room for them beyond the `reserved` slots of `rts[0]`'s inline block (checked when each was counted) |
+///
+/// The spans `rts[0]`'s inline block ([`InlineState`]) counts are the same
+/// kind of nested span; a slow call pushes this table's first, then the
+/// block's. Where the block numbers its spans (`InlineExport::tickets`),
+/// `reserved` is set past any room while it is open, so this table counts
+/// nothing then: one counter numbers the thread's spans.
 ///
 /// The fast path reads `rts[0]` itself (its registry, current interpreter
 /// and record, its tag and ticket counter); only `hint` mirrors anything,
@@ -519,7 +525,7 @@ impl Fast {
 /// | `open` | `depth` | meaning |
 /// |---|---|---|
 /// | 0 | 0 | closed: the inline functions call the exported ones |
-/// | interpreter id | `0..=limit` | the thread is attached to `open` through the runtime's context `rts[0]`, whose record is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of `rts[0].frames` and of the library's own counted spans ([`Fast`]); `rts[0].frames` has room for all of them |
+/// | interpreter id | `0..=limit` | the thread is attached to `open` through this runtime (the one its last call used), whose record of the attached thread state is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of the library's span stack and of the spans it counts itself; the span stack has room for all of them |
 /// | 0 | > 0 | never: closing pushes the counted spans as frames first |
 ///
 /// The inline ensure counts when `open` is the target, `depth < limit` and,
@@ -788,8 +794,8 @@ const _: () = assert!(std::mem::size_of::<InlineState>() == 104);
 /// Nested spans the inline path may count at most (and at most half the
 /// free frame slots, so the library's own fast path keeps the other half).
 pub const INLINE_DEPTH: usize = 16;
-const _: () =
-    assert!(std::mem::size_of::<[u32; INLINE_DEPTH]>() == std::mem::size_of::<[u32; 16]>());
+// `InlineState::seqs` spells the length out for the C header
+const _: () = assert!(INLINE_DEPTH == 16);
 
 /// Pushes the counted spans onto `rts[0]`'s frames and closes the inline
 /// block (a slow call begins, or the thread exits).
@@ -875,8 +881,9 @@ fn open_inline<B: Backend>(f: &mut Fast, c: &RtCtx<B>) {
         }
         s.next_seq = c.next_seq;
         // both would number spans: the fast path keeps off while the block
-        // (the one counter then) is open
-        f.reserved = u32::MAX;
+        // (the one counter then) is open. More than any room, and `d +
+        // reserved` cannot overflow even where usize is 32 bits.
+        f.reserved = u32::MAX / 2;
     } else {
         // the fast path keeps off the block's share of the frames
         f.reserved = limit as u32;

@@ -138,7 +138,7 @@
  * | `open` | `depth` | meaning |
  * |---|---|---|
  * | 0 | 0 | closed: the inline functions call the exported ones |
- * | interpreter id | `0..=limit` | the thread is attached to `open` through the runtime's context `rts[0]`, whose record is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of `rts[0].frames` and of the library's own counted spans (`Fast`); `rts[0].frames` has room for all of them |
+ * | interpreter id | `0..=limit` | the thread is attached to `open` through this runtime (the one its last call used), whose record of the attached thread state is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of the library's span stack and of the spans it counts itself; the span stack has room for all of them |
  * | 0 | > 0 | never: closing pushes the counted spans as frames first |
  *
  * The inline ensure counts when `open` is the target, `depth < limit` and,
