@@ -7,6 +7,7 @@
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
+use tstate_core::c_abi::InlineState;
 use tstate_ffi_activate::{tsa_activate, tsa_deactivate, tsa_delete, tsa_inline_state, tsa_new};
 use tstate_ffi_ensure::{tse_ensure, tse_inline_state, tse_release};
 use tstate_ffi_handle::{tsh_ensure, tsh_inline_state, tsh_release};
@@ -37,46 +38,76 @@ fn loaded(name: &str, design: &str) -> Loop {
     unsafe { std::mem::transmute::<*mut libc::c_void, Loop>(f) }
 }
 
-/// Times `iters` pairs of the ensure design's `l` inside an outer span of
-/// `interp`.
-fn nested(l: Loop, iters: u64, interp: u64) -> Duration {
-    // SAFETY: NULL errmsg is allowed.
-    assert_eq!(unsafe { tse_ensure(interp, std::ptr::null_mut()) }, 0);
+/// Times `iters` operations of `l` between `open`, which must leave the
+/// thread attached to `interp` with its inline block (`block()`) open on
+/// it, and `close`.
+fn around<S>(
+    l: Loop,
+    iters: u64,
+    interp: u64,
+    block: extern "C" fn() -> *mut InlineState,
+    open: impl FnOnce() -> S,
+    close: impl FnOnce(S),
+) -> Duration {
+    let s = open();
     // SAFETY: this thread's block, read between library calls.
-    let open = unsafe { (*tse_inline_state()).open };
-    assert_eq!(open, interp, "the inline block is open on the interpreter");
+    let o = unsafe { (*block()).open };
+    assert_eq!(o, interp, "the inline block is open on the interpreter");
     let d = timed(l, iters, interp);
-    tse_release();
+    close(s);
     d
 }
 
-/// As [`nested`], the handle design's `l`.
+/// The ensure design's `l` inside an outer span of `interp`.
+fn nested(l: Loop, iters: u64, interp: u64) -> Duration {
+    around(
+        l,
+        iters,
+        interp,
+        tse_inline_state,
+        // SAFETY: NULL errmsg is allowed.
+        || assert_eq!(unsafe { tse_ensure(interp, std::ptr::null_mut()) }, 0),
+        |()| tse_release(),
+    )
+}
+
+/// The handle design's `l` inside an outer span of `interp`.
 fn nested_handle(l: Loop, iters: u64, interp: u64) -> Duration {
-    // SAFETY: NULL errmsg is allowed.
-    let h = unsafe { tsh_ensure(interp, std::ptr::null_mut()) };
-    assert!(h > 0);
-    // SAFETY: this thread's block, read between library calls.
-    let open = unsafe { (*tsh_inline_state()).open };
-    assert_eq!(open, interp, "the inline block is open on the interpreter");
-    let d = timed(l, iters, interp);
-    assert_eq!(tsh_release(h), 0);
-    d
+    around(
+        l,
+        iters,
+        interp,
+        tsh_inline_state,
+        || {
+            // SAFETY: NULL errmsg is allowed.
+            let h = unsafe { tsh_ensure(interp, std::ptr::null_mut()) };
+            assert!(h > 0);
+            h
+        },
+        |h| assert_eq!(tsh_release(h), 0),
+    )
 }
 
 /// The explicit design's `l` (is-attached checks) with a thread state of
 /// `interp` active (New + Activate, as its idiom's outer code does).
 fn nested_activate(l: Loop, iters: u64, interp: u64) -> Duration {
-    let mut ts = std::ptr::null_mut();
-    // SAFETY: valid out-pointer.
-    assert_eq!(unsafe { tsa_new(interp, &mut ts) }, 0);
-    assert_eq!(tsa_activate(ts), 0);
-    // SAFETY: this thread's block, read between library calls.
-    let open = unsafe { (*tsa_inline_state()).open };
-    assert_eq!(open, interp, "the inline block is open on the interpreter");
-    let d = timed(l, iters, interp);
-    assert_eq!(tsa_deactivate(ts), 0);
-    assert_eq!(tsa_delete(ts), 0);
-    d
+    around(
+        l,
+        iters,
+        interp,
+        tsa_inline_state,
+        || {
+            let mut ts = std::ptr::null_mut();
+            // SAFETY: valid out-pointer.
+            assert_eq!(unsafe { tsa_new(interp, &mut ts) }, 0);
+            assert_eq!(tsa_activate(ts), 0);
+            ts
+        },
+        |ts| {
+            assert_eq!(tsa_deactivate(ts), 0);
+            assert_eq!(tsa_delete(ts), 0);
+        },
+    )
 }
 
 fn timed(l: Loop, iters: u64, interp: u64) -> Duration {

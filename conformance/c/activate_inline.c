@@ -6,14 +6,7 @@
  * CPython, where it also checks that a thread state detached behind the
  * library's back (PyEval_SaveThread) is not reported attached. Every
  * scenario runs on a native thread. */
-#if defined(__has_include)
-#if __has_include(<Python.h>)
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#define ON_CPYTHON 1
-#endif
-#endif
-#include "check.h"
+#include "dual_main.h"
 #include "tstate_activate.h"
 
 TSTATE_HELPERS(tsa)
@@ -60,37 +53,16 @@ static void *external_detach(void *arg) {
 }
 #endif
 
-#define ON_THREAD(fn)                                                          \
-    static void scenario_##fn(void) { run_on_native_thread(fn, NULL); }
-ON_THREAD(attached)
+TSTATE_ON_THREAD(attached)
 #ifdef ON_CPYTHON
-ON_THREAD(external_detach)
+TSTATE_ON_THREAD(external_detach)
 #endif
 
-int main(int argc, char **argv) {
-    static const scenario list[] = {
-        {"attached", scenario_attached},
+static const scenario list[] = {
+    {"attached", scenario_attached},
 #ifdef ON_CPYTHON
-        {"external_detach", scenario_external_detach},
+    {"external_detach", scenario_external_detach},
 #endif
-    };
-    int n = (int)(sizeof list / sizeof list[0]);
-    (void)new_interp; /* the harness's helpers this program does not need */
-    (void)work_count;
-    (void)is_attached_anywhere;
-#ifdef ON_CPYTHON
-    Py_InitializeEx(0);
-#endif
-    CHECK_EQ(tsa_initialize(), 0);
-    m = main_interp();
-#ifdef ON_CPYTHON
-    PyThreadState *main_ts = PyEval_SaveThread(); /* native threads attach */
-#endif
-    int rc = run_scenario(list, n, argc, argv);
-#ifdef ON_CPYTHON
-    PyEval_RestoreThread(main_ts);
-    if (Py_FinalizeEx() < 0)
-        rc = 1;
-#endif
-    return rc;
-}
+};
+
+TSTATE_DUAL_MAIN(tsa, list)

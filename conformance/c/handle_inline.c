@@ -8,14 +8,7 @@
  * CPython, where it also checks that a thread state detached behind the
  * library's back (PyEval_SaveThread) is never counted as attached. Every
  * scenario runs on a native thread. */
-#if defined(__has_include)
-#if __has_include(<Python.h>)
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#define ON_CPYTHON 1
-#endif
-#endif
-#include "check.h"
+#include "dual_main.h"
 #include "tstate_handle.h"
 
 TSTATE_HELPERS(tsh)
@@ -134,42 +127,22 @@ static void *external_detach(void *arg) {
 }
 #endif
 
-#define ON_THREAD(fn)                                                          \
-    static void scenario_##fn(void) { run_on_native_thread(fn, NULL); }
-ON_THREAD(nested)
-ON_THREAD(out_of_order)
-ON_THREAD(library_call_inside)
-ON_THREAD(past_the_limit)
+TSTATE_ON_THREAD(nested)
+TSTATE_ON_THREAD(out_of_order)
+TSTATE_ON_THREAD(library_call_inside)
+TSTATE_ON_THREAD(past_the_limit)
 #ifdef ON_CPYTHON
-ON_THREAD(external_detach)
+TSTATE_ON_THREAD(external_detach)
 #endif
 
-int main(int argc, char **argv) {
-    static const scenario list[] = {
-        {"nested", scenario_nested},
-        {"out_of_order", scenario_out_of_order},
-        {"library_call_inside", scenario_library_call_inside},
-        {"past_the_limit", scenario_past_the_limit},
+static const scenario list[] = {
+    {"nested", scenario_nested},
+    {"out_of_order", scenario_out_of_order},
+    {"library_call_inside", scenario_library_call_inside},
+    {"past_the_limit", scenario_past_the_limit},
 #ifdef ON_CPYTHON
-        {"external_detach", scenario_external_detach},
+    {"external_detach", scenario_external_detach},
 #endif
-    };
-    int n = (int)(sizeof list / sizeof list[0]);
-    (void)new_interp; /* the harness's helpers this program does not need */
-    (void)work_count;
-#ifdef ON_CPYTHON
-    Py_InitializeEx(0);
-#endif
-    CHECK_EQ(tsh_initialize(), 0);
-    m = main_interp();
-#ifdef ON_CPYTHON
-    PyThreadState *main_ts = PyEval_SaveThread(); /* native threads attach */
-#endif
-    int rc = run_scenario(list, n, argc, argv);
-#ifdef ON_CPYTHON
-    PyEval_RestoreThread(main_ts);
-    if (Py_FinalizeEx() < 0)
-        rc = 1;
-#endif
-    return rc;
-}
+};
+
+TSTATE_DUAL_MAIN(tsh, list)

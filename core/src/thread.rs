@@ -588,12 +588,22 @@ impl InlineState {
     /// `try_count`, from a function of its own).
     #[inline(always)]
     pub fn count_uncalled(&mut self, interp: u64) -> InlineStep {
+        let step = self.may_count(interp);
+        if step == InlineStep::Done {
+            self.depth += 1;
+        }
+        step
+    }
+
+    /// Whether the block may count a span of `interp`: `Done` (it may),
+    /// `Check` (if `current` agrees), or `Library`.
+    #[inline(always)]
+    fn may_count(&self, interp: u64) -> InlineStep {
         if self.open != interp || self.depth >= self.limit {
             InlineStep::Library
         } else if self.current.is_some() {
             InlineStep::Check
         } else {
-            self.depth += 1;
             InlineStep::Done
         }
     }
@@ -602,7 +612,14 @@ impl InlineState {
     /// [`count_uncalled`](Self::count_uncalled).
     #[inline(always)]
     pub fn uncount_uncalled(&mut self) -> InlineStep {
-        if self.depth == 0 {
+        self.uncount_if(self.depth > 0)
+    }
+
+    /// Uncounts the innermost counted span if `innermost` (the caller's
+    /// check that it is the one to release) and `current` needs no check.
+    #[inline(always)]
+    fn uncount_if(&mut self, innermost: bool) -> InlineStep {
+        if !innermost {
             InlineStep::Library
         } else if self.current.is_some() {
             InlineStep::Check
@@ -678,12 +695,9 @@ impl InlineState {
     /// `Ok(ticket)` if counted.
     #[inline(always)]
     pub fn ticket_uncalled(&mut self, interp: u64) -> std::result::Result<u32, InlineStep> {
-        if self.open != interp || self.depth >= self.limit {
-            Err(InlineStep::Library)
-        } else if self.current.is_some() {
-            Err(InlineStep::Check)
-        } else {
-            Ok(self.push_ticket())
+        match self.may_count(interp) {
+            InlineStep::Done => Ok(self.push_ticket()),
+            step => Err(step),
         }
     }
 
@@ -722,14 +736,7 @@ impl InlineState {
     /// goes to the library, which reports it).
     #[inline(always)]
     pub fn release_ticket_uncalled(&mut self, ticket: u32) -> InlineStep {
-        if !self.innermost_is(ticket) {
-            InlineStep::Library
-        } else if self.current.is_some() {
-            InlineStep::Check
-        } else {
-            self.depth -= 1;
-            InlineStep::Done
-        }
+        self.uncount_if(self.innermost_is(ticket))
     }
 
     /// The ticket designs' inline release: `true` if uncounted.
@@ -848,15 +855,7 @@ fn push_inline_counted<B: Backend>(c: &mut RtCtx<B>, depth: u32) {
         } else {
             c.ticket().1
         };
-        c.frames.push(Frame {
-            kind: FrameKind::Nested,
-            ts: NONE,
-            prev: NONE,
-            seq,
-            il,
-            interp: c.current_interp,
-            guard: 0,
-        });
+        c.push_counted(il, seq);
     }
 }
 
@@ -925,15 +924,7 @@ fn flush_counted<B: Backend>(t: &mut ThreadCtx<B>) {
     let il = c.local(c.current).il;
     for &seq in &t.fast.seqs[..depth.min(FAST_DEPTH)] {
         // room was checked when the span was counted: never allocates
-        c.frames.push(Frame {
-            kind: FrameKind::Nested,
-            ts: NONE,
-            prev: NONE,
-            seq,
-            il,
-            interp: c.current_interp,
-            guard: 0,
-        });
+        c.push_counted(il, seq);
     }
 }
 
@@ -1479,6 +1470,21 @@ impl<B: Backend> RtCtx<B> {
         let seq = self.next_seq;
         self.next_seq = (seq + 1) & Ticket::SEQ_MASK;
         (Ticket::new(self.tag, seq), seq)
+    }
+
+    /// Pushes the frame of a span a fast path counted (a nested span of
+    /// the current interpreter, sequence number `seq`); the room was
+    /// checked when it was counted, so this never allocates.
+    fn push_counted(&mut self, il: u32, seq: u32) {
+        self.frames.push(Frame {
+            kind: FrameKind::Nested,
+            ts: NONE,
+            prev: NONE,
+            seq,
+            il,
+            interp: self.current_interp,
+            guard: 0,
+        });
     }
 
     /// Makes room for one more frame; growing is an allocation point.
