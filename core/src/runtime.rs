@@ -562,7 +562,10 @@ impl<B: Backend> Runtime<B> {
     /// span is counted, exactly as `ensure` would) when the calling thread
     /// is attached to `id` through this runtime already, else `None` and
     /// nothing changed (call `ensure`). Never allocates, locks or panics;
-    /// the C facades try it before their panic boundary. `need_ticket`: as
+    /// the guard facade tries it before its panic boundary (the ensure and
+    /// handle facades try their inline block's check instead, and where a
+    /// block numbers spans this answers `None` while it is open:
+    /// [`crate::c_abi::InlineState`]). `need_ticket`: as
     /// [`ensure_ticket`](Self::ensure_ticket) (`None` on a thread without a
     /// handle tag, whose ticket ensure refuses).
     #[inline(always)]

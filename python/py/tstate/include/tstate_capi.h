@@ -172,7 +172,7 @@
  * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
  * release uncounts when `depth > 0` and the same `current` check holds.
  * Anything else calls the exported function, whose slow path sees the
- * counted spans as frames (`flush`) and reports misuse as it would
+ * counted spans as frames and reports misuse as it would
  * have. Every call of the library closes the block when it starts (while a
  * call is inside, as in a callback, the inline path takes the exported
  * function and gets `Busy` exactly as before) and opens it again when it
@@ -481,7 +481,7 @@ typedef struct TSE_BackendInfo {
  * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
  * release uncounts when `depth > 0` and the same `current` check holds.
  * Anything else calls the exported function, whose slow path sees the
- * counted spans as frames (`flush`) and reports misuse as it would
+ * counted spans as frames and reports misuse as it would
  * have. Every call of the library closes the block when it starts (while a
  * call is inside, as in a callback, the inline path takes the exported
  * function and gets `Busy` exactly as before) and opens it again when it
@@ -770,7 +770,7 @@ typedef struct TSA_ThreadState TSA_ThreadState;
  * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
  * release uncounts when `depth > 0` and the same `current` check holds.
  * Anything else calls the exported function, whose slow path sees the
- * counted spans as frames (`flush`) and reports misuse as it would
+ * counted spans as frames and reports misuse as it would
  * have. Every call of the library closes the block when it starts (while a
  * call is inside, as in a callback, the inline path takes the exported
  * function and gets `Busy` exactly as before) and opens it again when it
