@@ -595,38 +595,15 @@ impl InlineState {
         step
     }
 
-    /// Whether the block may count a span of `interp`: `Done` (it may),
-    /// `Check` (if `current` agrees), or `Library`.
-    #[inline(always)]
-    fn may_count(&self, interp: u64) -> InlineStep {
-        if self.open != interp || self.depth >= self.limit {
-            InlineStep::Library
-        } else if self.current.is_some() {
-            InlineStep::Check
-        } else {
-            InlineStep::Done
-        }
-    }
-
     /// [`try_uncount`](Self::try_uncount) without calling `current`, as
     /// [`count_uncalled`](Self::count_uncalled).
     #[inline(always)]
     pub fn uncount_uncalled(&mut self) -> InlineStep {
-        self.uncount_if(self.depth > 0)
-    }
-
-    /// Uncounts the innermost counted span if `innermost` (the caller's
-    /// check that it is the one to release) and `current` needs no check.
-    #[inline(always)]
-    fn uncount_if(&mut self, innermost: bool) -> InlineStep {
-        if !innermost {
-            InlineStep::Library
-        } else if self.current.is_some() {
-            InlineStep::Check
-        } else {
+        let step = self.may_uncount(self.depth > 0);
+        if step == InlineStep::Done {
             self.depth -= 1;
-            InlineStep::Done
         }
+        step
     }
 
     /// The header's inline ensure, in Rust: counts a nested span of
@@ -639,13 +616,12 @@ impl InlineState {
     /// no library call is running on this thread.
     #[inline(always)]
     pub unsafe fn try_count(&mut self, interp: u64) -> bool {
-        // a closed block has open 0 and limit 0: never counts
         // SAFETY: forwarded contract.
-        if self.open == interp && self.depth < self.limit && unsafe { self.record_is_current() } {
+        let ok = unsafe { self.passes(self.may_count(interp)) };
+        if ok {
             self.depth += 1;
-            return true;
         }
-        false
+        ok
     }
 
     /// The header's inline release, in Rust: uncounts the innermost
@@ -657,11 +633,11 @@ impl InlineState {
     #[inline(always)]
     pub unsafe fn try_uncount(&mut self) -> bool {
         // SAFETY: forwarded contract.
-        if self.depth > 0 && unsafe { self.record_is_current() } {
+        let ok = unsafe { self.passes(self.may_uncount(self.depth > 0)) };
+        if ok {
             self.depth -= 1;
-            return true;
         }
-        false
+        ok
     }
 
     /// The inline is-attached check as far as it goes without calling
@@ -670,13 +646,7 @@ impl InlineState {
     /// tell (closed, or open on another interpreter: ask the library).
     #[inline(always)]
     pub fn attached_uncalled(&self, interp: u64) -> InlineStep {
-        if interp == 0 || self.open != interp {
-            InlineStep::Library
-        } else if self.current.is_some() {
-            InlineStep::Check
-        } else {
-            InlineStep::Done
-        }
+        self.step(interp != 0 && self.open == interp)
     }
 
     /// The inline is-attached check: `true` if the thread is attached to
@@ -687,7 +657,7 @@ impl InlineState {
     #[inline(always)]
     pub unsafe fn try_attached(&self, interp: u64) -> bool {
         // SAFETY: forwarded contract.
-        interp != 0 && self.open == interp && unsafe { self.record_is_current() }
+        unsafe { self.passes(self.attached_uncalled(interp)) }
     }
 
     /// The ticket designs' inline ensure as far as it goes without calling
@@ -708,8 +678,75 @@ impl InlineState {
     #[inline(always)]
     pub unsafe fn try_ticket(&mut self, interp: u64) -> Option<u32> {
         // SAFETY: forwarded contract.
-        (self.open == interp && self.depth < self.limit && unsafe { self.record_is_current() })
-            .then(|| self.push_ticket())
+        unsafe { self.passes(self.may_count(interp)) }.then(|| self.push_ticket())
+    }
+
+    /// The ticket designs' inline release of `ticket` as far as it goes
+    /// without calling `current`: uncounted if it is the innermost counted
+    /// span's (anything else — out of order, stale, forged, a frame's —
+    /// goes to the library, which reports it).
+    #[inline(always)]
+    pub fn release_ticket_uncalled(&mut self, ticket: u32) -> InlineStep {
+        let step = self.may_uncount(self.innermost_is(ticket));
+        if step == InlineStep::Done {
+            self.depth -= 1;
+        }
+        step
+    }
+
+    /// The ticket designs' inline release: `true` if uncounted.
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    pub unsafe fn try_release_ticket(&mut self, ticket: u32) -> bool {
+        // SAFETY: forwarded contract.
+        let ok = unsafe { self.passes(self.may_uncount(self.innermost_is(ticket))) };
+        if ok {
+            self.depth -= 1;
+        }
+        ok
+    }
+
+    /// Whether the block may count a span of `interp` (a closed block has
+    /// open 0 and limit 0: never).
+    #[inline(always)]
+    fn may_count(&self, interp: u64) -> InlineStep {
+        self.step(self.open == interp && self.depth < self.limit)
+    }
+
+    /// Whether the block may uncount its innermost counted span, given
+    /// `innermost`: the caller's check that it is the one to release.
+    #[inline(always)]
+    fn may_uncount(&self, innermost: bool) -> InlineStep {
+        self.step(innermost)
+    }
+
+    /// `Library` unless `ok`; then `Check` if `current` must agree first,
+    /// else `Done`. Every inline decision is its condition and this.
+    #[inline(always)]
+    fn step(&self, ok: bool) -> InlineStep {
+        if !ok {
+            InlineStep::Library
+        } else if self.current.is_some() {
+            InlineStep::Check
+        } else {
+            InlineStep::Done
+        }
+    }
+
+    /// Resolves `step`: `Check` by calling `current`.
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    unsafe fn passes(&self, step: InlineStep) -> bool {
+        match step {
+            InlineStep::Done => true,
+            // SAFETY: forwarded contract.
+            InlineStep::Check => unsafe { self.record_is_current() },
+            InlineStep::Library => false,
+        }
     }
 
     /// Counts a span (`depth < limit` checked) and returns its ticket.
@@ -728,29 +765,6 @@ impl InlineState {
     fn innermost_is(&self, ticket: u32) -> bool {
         self.depth > 0
             && ticket == self.tag_bits | self.seqs[(self.depth as usize - 1) % INLINE_DEPTH]
-    }
-
-    /// The ticket designs' inline release of `ticket` as far as it goes
-    /// without calling `current`: uncounted if it is the innermost counted
-    /// span's (anything else — out of order, stale, forged, a frame's —
-    /// goes to the library, which reports it).
-    #[inline(always)]
-    pub fn release_ticket_uncalled(&mut self, ticket: u32) -> InlineStep {
-        self.uncount_if(self.innermost_is(ticket))
-    }
-
-    /// The ticket designs' inline release: `true` if uncounted.
-    ///
-    /// # Safety
-    /// As [`try_count`](Self::try_count).
-    #[inline(always)]
-    pub unsafe fn try_release_ticket(&mut self, ticket: u32) -> bool {
-        // SAFETY: forwarded contract.
-        if self.innermost_is(ticket) && unsafe { self.record_is_current() } {
-            self.depth -= 1;
-            return true;
-        }
-        false
     }
 
     /// # Safety
