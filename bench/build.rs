@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Compiles `c/inline_loop.c` (the ensure and handle designs' inline
-/// nested paths, looped) three ways: into the benchmark (`tsb_inline_static`: its
+/// Compiles `c/inline_loop.c` (the headers' inline nested paths, looped) three ways: into the benchmark (`tsb_inline_static`: its
 /// thread-local resolved at link time), and as two shared objects the
 /// benchmark loads with `dlopen` from `TSB_INLINE_DIR`, in the default TLS
 /// model (`libtsb_inline_dl.so`) and with `TSTATE_INLINE_INITIAL_EXEC`
@@ -16,19 +15,28 @@ use std::process::Command;
 fn inline_loops() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
-    let include = manifest.join("../ffi-ensure/include");
-    let include_h = manifest.join("../ffi-handle/include");
-    let include_a = manifest.join("../ffi-activate/include");
+    // every facade's header (the loops include all four)
+    let facades = [
+        ("ensure", "tstate_ensure.h"),
+        ("handle", "tstate_handle.h"),
+        ("activate", "tstate_activate.h"),
+        ("guard", "tstate_guard.h"),
+    ];
+    let includes: Vec<PathBuf> = facades
+        .iter()
+        .map(|(f, _)| manifest.join(format!("../ffi-{f}/include")))
+        .collect();
     let src = manifest.join("c/inline_loop.c");
     println!("cargo::rerun-if-changed=c/inline_loop.c");
-    println!("cargo::rerun-if-changed=../ffi-ensure/include/tstate_ensure.h");
-    println!("cargo::rerun-if-changed=../ffi-handle/include/tstate_handle.h");
-    println!("cargo::rerun-if-changed=../ffi-activate/include/tstate_activate.h");
-    cc::Build::new()
-        .file(&src)
-        .include(&include)
-        .include(&include_h)
-        .include(&include_a)
+    for (f, h) in facades {
+        println!("cargo::rerun-if-changed=../ffi-{f}/include/{h}");
+    }
+    let mut build = cc::Build::new();
+    build.file(&src);
+    for i in &includes {
+        build.include(i);
+    }
+    build
         .define("TSB_LOOP", "tsb_inline_static")
         // as a C program is built by default (Debian's gcc: -fPIE), so
         // that its thread-locals are local-exec
@@ -41,19 +49,15 @@ fn inline_loops() {
     for (name, define) in [("dl", None), ("ie", Some("-DTSTATE_INLINE_INITIAL_EXEC"))] {
         let so = out.join(format!("libtsb_inline_{name}.so"));
         let mut cmd = compiler.to_command();
-        cmd.args([
-            "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I",
-        ])
-        .arg(&include)
-        .arg("-I")
-        .arg(&include_h)
-        .arg("-I")
-        .arg(&include_a)
-        .arg(format!("-DTSB_LOOP=tsb_inline_{name}"))
-        .args(define)
-        .arg(&src)
-        .arg("-o")
-        .arg(&so);
+        cmd.args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror"]);
+        for i in &includes {
+            cmd.arg("-I").arg(i);
+        }
+        cmd.arg(format!("-DTSB_LOOP=tsb_inline_{name}"))
+            .args(define)
+            .arg(&src)
+            .arg("-o")
+            .arg(&so);
         let status = cmd.status().expect("the C compiler runs");
         assert!(status.success(), "building {} failed", so.display());
     }

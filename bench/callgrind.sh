@@ -27,6 +27,7 @@ if [ ${#cases[@]} -eq 0 ]; then
            ensure-A-inline ensure-A-inline-dl ensure-A-inline-ie
            handle-A-inline handle-A-inline-dl handle-A-inline-ie
            activate-A-inline activate-A-inline-dl activate-A-inline-ie
+           guard-A-inline guard-A-inline-dl guard-A-inline-ie
            cpython-A cpython-B cpython-C cpython-D cpython-save)
     # a thread that uses 1,000 interpreters: model only (1,000 CPython
     # subinterpreters under valgrind take too long)

@@ -1,7 +1,8 @@
 /* The inline nested paths (tse_ensure_inline + tse_release_inline from
  * tstate_ensure.h, tsh_ensure_inline + tsh_release_inline from
- * tstate_handle.h, and the explicit design's idiom's nested path:
- * tsa_is_attached_inline from tstate_activate.h), looped for tstate-bench's
+ * tstate_handle.h, tsg_ensure_inline + tsg_release_inline under a kept
+ * guard from tstate_guard.h, and the explicit design's idiom's nested
+ * path: tsa_is_attached_inline from tstate_activate.h), looped for tstate-bench's
  * cases <design>-A-inline*. bench/build.rs compiles it three ways:
  *
  *   - into the benchmark executable (TSB_LOOP=tsb_inline_static): its
@@ -22,6 +23,7 @@
 #include "tstate_ensure.h"
 #include "tstate_handle.h"
 #include "tstate_activate.h"
+#include "tstate_guard.h"
 
 #ifndef TSB_LOOP
 #error "define TSB_LOOP to the loops' symbol prefix"
@@ -32,6 +34,7 @@
 uint64_t TSB_CAT(TSB_LOOP, ensure)(uint64_t interp, uint64_t iters);
 uint64_t TSB_CAT(TSB_LOOP, handle)(uint64_t interp, uint64_t iters);
 uint64_t TSB_CAT(TSB_LOOP, activate)(uint64_t interp, uint64_t iters);
+uint64_t TSB_CAT(TSB_LOOP, guard)(uint64_t guard, uint64_t iters);
 
 uint64_t TSB_CAT(TSB_LOOP, ensure)(uint64_t interp, uint64_t iters) {
     uint64_t failed = 0;
@@ -74,6 +77,26 @@ uint64_t TSB_CAT(TSB_LOOP, activate)(uint64_t interp, uint64_t iters) {
         __asm__ volatile("" : "+r"(id));
         if (tsa_is_attached_inline(id) != 1)
             failed++;
+        __asm__ volatile("" ::: "memory");
+    }
+    return failed;
+}
+
+/* The guard design's: `guard` is the TSG_Guard pointer the thread keeps
+ * (its idiom), passed as an integer; a failed release would go to the
+ * fatal hook (the default aborts). */
+uint64_t TSB_CAT(TSB_LOOP, guard)(uint64_t guard, uint64_t iters) {
+    uint64_t failed = 0;
+    for (uint64_t i = 0; i < iters; i++) {
+        uint64_t g = guard;
+        __asm__ volatile("" : "+r"(g));
+        TSG_Token *t = tsg_ensure_inline((TSG_Guard *)(uintptr_t)g);
+        if (t == NULL) {
+            failed++;
+            continue;
+        }
+        __asm__ volatile("" ::: "memory");
+        tsg_release_inline(t);
         __asm__ volatile("" ::: "memory");
     }
     return failed;

@@ -1,6 +1,8 @@
 //! Case A through the headers' inline nested paths (`tse_ensure_inline` +
 //! `tse_release_inline` in `tstate_ensure.h`, `tsh_ensure_inline` +
-//! `tsh_release_inline` in `tstate_handle.h`), looped in C
+//! `tsh_release_inline` in `tstate_handle.h`, `tsg_ensure_inline` +
+//! `tsg_release_inline` in `tstate_guard.h`, `tsa_is_attached_inline` in
+//! `tstate_activate.h`), looped in C
 //! (`bench/c/inline_loop.c`), three ways (see `build.rs`): linked into this
 //! executable, and from a shared object loaded with `dlopen`, in the
 //! default TLS model and initial-exec.
@@ -10,6 +12,10 @@ use std::time::{Duration, Instant};
 use tstate_core::c_abi::InlineState;
 use tstate_ffi_activate::{tsa_activate, tsa_deactivate, tsa_delete, tsa_inline_state, tsa_new};
 use tstate_ffi_ensure::{tse_ensure, tse_inline_state, tse_release};
+use tstate_ffi_guard::{
+    tsg_ensure, tsg_guard_close, tsg_guard_from_view, tsg_inline_state, tsg_release,
+    tsg_view_close, tsg_view_from_interpreter,
+};
 use tstate_ffi_handle::{tsh_ensure, tsh_inline_state, tsh_release};
 
 /// `TSB_LOOP(interp, iters)`: `iters` inline ensure + release pairs on a
@@ -20,6 +26,7 @@ unsafe extern "C" {
     fn tsb_inline_static_ensure(interp: u64, iters: u64) -> u64;
     fn tsb_inline_static_handle(interp: u64, iters: u64) -> u64;
     fn tsb_inline_static_activate(interp: u64, iters: u64) -> u64;
+    fn tsb_inline_static_guard(guard: u64, iters: u64) -> u64;
 }
 
 /// The `design` loop of `libtsb_inline_<name>.so`, loaded once per process.
@@ -110,6 +117,27 @@ fn nested_activate(l: Loop, iters: u64, interp: u64) -> Duration {
     )
 }
 
+/// The guard design's `l` under a guard of `interp` the thread keeps,
+/// inside an outer span of it (PEP 788's idiom: take the guard once, ensure
+/// under it many times).
+fn nested_guard(l: Loop, iters: u64, interp: u64) -> Duration {
+    let v = tsg_view_from_interpreter(interp);
+    assert!(!v.is_null());
+    let g = tsg_guard_from_view(v);
+    assert!(!g.is_null());
+    let outer = tsg_ensure(g);
+    assert!(!outer.is_null());
+    // SAFETY: this thread's block, read between library calls.
+    let (o, cached) = unsafe { ((*tsg_inline_state()).open, (*tsg_inline_state()).guard) };
+    assert_eq!(o, interp, "the inline block is open on the interpreter");
+    assert_eq!(cached, g as usize as u64, "the block caches the guard");
+    let d = timed(l, iters, g as usize as u64);
+    tsg_release(outer);
+    tsg_guard_close(g);
+    tsg_view_close(v);
+    d
+}
+
 fn timed(l: Loop, iters: u64, interp: u64) -> Duration {
     let t0 = Instant::now();
     // SAFETY: `l` takes two integers; the thread is attached to `interp`.
@@ -163,4 +191,20 @@ pub fn activate_dlopened(iters: u64, interp: u64) -> Duration {
 /// The same from a `dlopen`ed initial-exec shared object.
 pub fn activate_dlopened_initial_exec(iters: u64, interp: u64) -> Duration {
     nested_activate(loaded("ie", "activate"), iters, interp)
+}
+
+/// The guard design's `Ensure(guard)` + `Release`, linked into this
+/// executable.
+pub fn guard_linked(iters: u64, interp: u64) -> Duration {
+    nested_guard(tsb_inline_static_guard, iters, interp)
+}
+
+/// The same from a `dlopen`ed shared object (default TLS).
+pub fn guard_dlopened(iters: u64, interp: u64) -> Duration {
+    nested_guard(loaded("dl", "guard"), iters, interp)
+}
+
+/// The same from a `dlopen`ed initial-exec shared object.
+pub fn guard_dlopened_initial_exec(iters: u64, interp: u64) -> Duration {
+    nested_guard(loaded("ie", "guard"), iters, interp)
 }

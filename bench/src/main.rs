@@ -127,6 +127,24 @@ fn latency_benches() -> Vec<Bench> {
             what: "the same from a dlopen'ed shared object built with TSTATE_INLINE_INITIAL_EXEC",
             run: inline::activate_dlopened_initial_exec,
         },
+        Bench {
+            facade: "guard",
+            case: "A-inline",
+            what: "tsg_ensure_inline + tsg_release_inline under a kept guard (the header's inline path; linked into the program)",
+            run: inline::guard_linked,
+        },
+        Bench {
+            facade: "guard",
+            case: "A-inline-dl",
+            what: "the same from a dlopen'ed shared object (default TLS model)",
+            run: inline::guard_dlopened,
+        },
+        Bench {
+            facade: "guard",
+            case: "A-inline-ie",
+            what: "the same from a dlopen'ed shared object built with TSTATE_INLINE_INITIAL_EXEC",
+            run: inline::guard_dlopened_initial_exec,
+        },
     ]);
     #[cfg(has_libpython)]
     v.extend([

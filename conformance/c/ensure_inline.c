@@ -1,5 +1,6 @@
-/* The ensure design's inline nested path (tse_ensure_inline /
- * tse_release_inline, static inline in tstate_ensure.h) used from C: nested
+/* The ensure design's inline nested path (tse_ensure_inline,
+ * tse_ensure_ex_inline, tse_release_inline: static inline in
+ * tstate_ensure.h) used from C: nested
  * spans are counted in the thread's inline block, a library call inside
  * turns them into frames, nesting past the block's limit goes to the
  * library, misuse is reported as by tse_release, thread exit closes counted
@@ -41,12 +42,21 @@ static void *nested(void *arg) {
     CHECK_EQ(b->depth, 1);
     CHECK_EQ(tse_ensure_inline(m, NULL), 0);
     CHECK_EQ(b->depth, 2);
+    /* the {code, message} variant counts the same way ... */
+    TSE_Error err = {0, NULL};
+    CHECK_EQ(tse_ensure_ex_inline(m, &err), 0);
+    CHECK_EQ(b->depth, 3);
+    /* ... and a refusal gives its code, with nothing counted */
+    CHECK_EQ(tse_ensure_ex_inline(0, &err), TSE_ERR_NO_SUCH_INTERPRETER);
+    CHECK_EQ(err.code, TSE_ERR_NO_SUCH_INTERPRETER);
+    CHECK(err.message != NULL);
+    CHECK_EQ(b->depth, 0); /* that library call made the counted spans frames */
     CHECK(attached());
 #ifdef ON_CPYTHON
     CHECK_EQ(PyRun_SimpleString("x = sum(range(10))"), 0);
 #endif
     tse_release_inline();
-    CHECK_EQ(b->depth, 1);
+    tse_release_inline();
     tse_release_inline();
     CHECK_EQ(b->depth, 0);
     CHECK(attached()); /* the outer span */

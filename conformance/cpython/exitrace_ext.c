@@ -338,6 +338,48 @@ static PyObject *inline_nested(PyObject *self, PyObject *arg) {
     return Py_BuildValue("(lli)", counted, left, tse_is_attached(main_id));
 }
 
+/* guard_inline_nested(n): as inline_nested, through the package's guard
+ * design under a guard of main kept for the call (tsg_inline_state is the
+ * table's version-3 entry); returns (depth counted, depth after, attached
+ * after, tsg_last_error after). */
+static PyObject *guard_inline_nested(PyObject *self, PyObject *arg) {
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    TSG_View *v = tsg_view_from_main();
+    TSG_Guard *g = v ? tsg_guard_from_view(v) : NULL;
+    TSG_Token *outer = g ? tsg_ensure_inline(g) : NULL;
+    if (outer == NULL) {
+        int rc = tsg_last_error();
+        if (g)
+            tsg_guard_close(g);
+        if (v)
+            tsg_view_close(v);
+        return PyErr_Format(PyExc_RuntimeError, "guard_inline_nested: %s (%d)",
+                            tsg_error_message(rc), rc);
+    }
+    TSG_Token *tokens[64];
+    if (n < 0 || n > 64)
+        n = 64;
+    long made = 0;
+    for (; made < n; made++)
+        if ((tokens[made] = tsg_ensure_inline(g)) == NULL)
+            break;
+    TSG_InlineState *b = tsg_inline_state();
+    long counted = b ? (long)b->depth : -1;
+    while (made > 0)
+        tsg_release_inline(tokens[--made]);
+    long left = b ? (long)b->depth : -1;
+    tsg_release_inline(outer);
+    uint64_t main_id = 0;
+    int attached = tsg_main_interpreter(&main_id) == 0 ? tsg_is_attached(main_id) : -1;
+    int last = tsg_last_error();
+    tsg_guard_close(g);
+    tsg_view_close(v);
+    return Py_BuildValue("(llii)", counted, left, attached, last);
+}
+
 /* handle_release(h): tsh_release's code (0, or a negative TSH_ERR_*). */
 static PyObject *handle_release(PyObject *self, PyObject *arg) {
     (void)self;
@@ -354,6 +396,8 @@ static PyMethodDef methods[] = {
     {"handle_release", handle_release, METH_O, "tsh_release(handle): its code"},
     {"inline_nested", inline_nested, METH_O,
      "inline_nested(n): (depth counted, depth after, attached after) of the inline path"},
+    {"guard_inline_nested", guard_inline_nested, METH_O,
+     "guard_inline_nested(n): the same for the guard design, and its last error"},
 #endif
     {"start", start, METH_VARARGS,
      "start(callable, nthreads, max_calls=0): native threads calling callable"},

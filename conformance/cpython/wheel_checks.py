@@ -110,7 +110,11 @@ def _():
     # (attached) thread: the nested spans are counted in its inline block
     counted, left, attached = wheel_a.inline_nested(3)
     assert (counted, left, attached) == (3, 0, 1), (counted, left, attached)
-    return "3 nested tse_ensure_inline counted in the block, released"
+    # the guard design's, under a guard kept for the call (its table entry
+    # is version 3's)
+    g = wheel_a.guard_inline_nested(3)
+    assert g == (3, 0, 1, 0), g
+    return "3 nested tse_ensure_inline and 3 tsg_ensure_inline counted in the blocks, released"
 
 
 @check("missing_package")

@@ -19,16 +19,17 @@ use std::fmt::Write as _;
 /// The table's version: raise it whenever a function is appended (the
 /// table is append-only; `import_tstate()` refuses a table whose version
 /// or size is below the header's).
-pub const CAPI_VERSION: u32 = 2;
+pub const CAPI_VERSION: u32 = 3;
 
 /// Functions appended to the table after its first version, in the order
 /// they were appended: (C name, the table version that added it). The
 /// table lists every other function in header order, then these, so that
 /// an older extension's offsets stay valid.
-pub const APPENDED: [(&str, u32); 3] = [
+pub const APPENDED: [(&str, u32); 4] = [
     ("tse_inline_state", 2),
     ("tsh_inline_state", 2),
     ("tsa_inline_state", 2),
+    ("tsg_inline_state", 3),
 ];
 
 /// The table's entries in order: (design, function).
@@ -481,15 +482,18 @@ cdef inline int tstate_attached(uint64_t interp, tstate_body body, void *arg) no
     # thread (one Python did not create included): body's result, or the
     # negative TSE_ERR_* code of the refusal (TSE_ERR_FINALIZING,
     # TSE_ERR_NO_SUCH_INTERPRETER, TSE_ERR_NO_MEMORY), in which case body
-    # did not run. The body is a GIL-requiring `cdef int f(void *) noexcept`
-    # cast to tstate_body: Cython warns that the cast circumvents its GIL
-    # check, which is sound here because body runs only between
-    # tse_ensure_ex and tse_release.
+    # did not run. A nested call (the thread attached to `interp` through
+    # the package already) takes the header's inline path
+    # (tse_ensure_ex_inline: no call into the library). The body is a
+    # GIL-requiring `cdef int f(void *) noexcept` cast to tstate_body:
+    # Cython warns that the cast circumvents its GIL check, which is sound
+    # here because body runs only between tse_ensure_ex_inline and
+    # tse_release_inline.
     cdef TSE_Error err
-    if tse_ensure_ex(interp, &err) < 0:
+    if tse_ensure_ex_inline(interp, &err) < 0:
         return err.code
     cdef int r = body(arg)
-    tse_release()
+    tse_release_inline()
     return r
 "#;
 
@@ -501,7 +505,7 @@ fn render_pxd(headers: &[Header]) -> String {
          # then `from tstate_capi cimport *` and call import_tstate() at module level.\n\
          # Every function is declared nogil: they are meant for threads that do not\n\
          # hold the GIL (see docs/python.md for a `with gil`-style helper).\n\n\
-         from libc.stdint cimport int64_t, uint32_t, uint64_t\n\n\
+         from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t\n\n\
          cdef extern from \"tstate_capi.h\":\n    \
          enum: TSTATE_CAPI_VERSION\n    \
          int import_tstate() except -1\n\n\
@@ -511,13 +515,36 @@ fn render_pxd(headers: &[Header]) -> String {
     for hd in headers {
         let _ = writeln!(s, "    # ---- the {} design ----", hd.design);
         cy_types(&mut s, &hd.types);
-        for p in &hd.protos {
+        for p in hd.protos.iter().chain(&inline_protos(&hd.spellings)) {
             let _ = writeln!(s, "    {}{}({})", cy_type(&p.ret), p.name, cy_params(p));
         }
         s.push('\n');
     }
     s.push_str(PXD_HELPER);
     s
+}
+
+/// The `static inline` functions a header's trailer offers (`*_inline`:
+/// the inline nested paths), each once (the trailer defines each twice:
+/// the inline path, and the plain call without it); the trailer's own
+/// helpers (names ending in `_`) are not for callers.
+fn inline_protos(trailer: &str) -> Vec<Proto> {
+    let mut out: Vec<Proto> = Vec::new();
+    for line in trailer.lines() {
+        let Some(rest) = line.strip_prefix("static inline ") else {
+            continue;
+        };
+        let Some(close) = rest.find(')') else {
+            continue;
+        };
+        let Ok(p) = parse_proto(String::new(), &rest[..=close]) else {
+            continue;
+        };
+        if p.name.ends_with("_inline") && !out.iter().any(|o| o.name == p.name) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -542,6 +569,16 @@ mod tests {
             ]
         );
         let v = parse_proto(String::new(), "struct TSG_View *tsg_view_from_main(void)").unwrap();
+        let inl = inline_protos(
+            "static inline void tsh_inline_adopt_(void) {\n\
+             static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {\n\
+             static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) { return 0; }\n",
+        );
+        assert_eq!(inl.len(), 1, "each once, helpers left out");
+        assert_eq!(
+            (inl[0].name.as_str(), inl[0].params.len()),
+            ("tsh_ensure_inline", 2)
+        );
         assert_eq!((v.ret.as_str(), v.params.len()), ("struct TSG_View *", 0));
         assert_eq!(v.unimported("tsg").as_deref(), Some("NULL"));
         assert!(parse_proto(String::new(), "int (void)").is_err());

@@ -132,7 +132,7 @@ fn run(prog: &Path, scenario: &str) -> Result<(), String> {
 
 /// The inline-path programs: (source, facade, scenarios); on CPython each
 /// adds `external_detach`.
-const INLINE_PROGRAMS: [(&str, &str, &[&str]); 3] = [
+const INLINE_PROGRAMS: [(&str, &str, &[&str]); 4] = [
     (
         "ensure_inline",
         "ensure",
@@ -155,6 +155,17 @@ const INLINE_PROGRAMS: [(&str, &str, &[&str]); 3] = [
         ],
     ),
     ("activate_inline", "activate", &["attached"]),
+    (
+        "guard_inline",
+        "guard",
+        &[
+            "nested",
+            "misuse",
+            "a_close_elsewhere_stops_the_cache",
+            "library_call_inside",
+            "another_interpreter",
+        ],
+    ),
 ];
 
 /// Runs every scenario `prog --list` names, checking they are `expected`.
@@ -174,7 +185,7 @@ fn run_listed(prog: &Path, expected: &[&str]) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The ensure, handle and activate designs' inline paths on the model, plainly and
+/// Every design's inline path on the model, plainly and
 /// sanitized (`-pedantic -Werror`: the headers' inline functions compile
 /// cleanly as C11).
 #[test]

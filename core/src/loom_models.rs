@@ -414,3 +414,78 @@ fn cached_guard_lookup_sees_a_close() {
     });
     out.both("granted before the close / refused after it");
 }
+
+loom::thread_local! {
+    /// Each loom thread's inline block, for model (k): leaked, so that it
+    /// outlives the thread's context as a facade's (a thread-local without
+    /// a destructor) does; loom drops its thread-locals before the
+    /// context's exit clean-up closes the block.
+    static BLOCK: *mut crate::thread::InlineState =
+        Box::into_raw(Box::new(crate::thread::InlineState::CLOSED));
+}
+
+fn block_slot() -> *mut crate::thread::InlineState {
+    BLOCK.with(|b| *b)
+}
+
+/// (k) the guard design's inline block (`thread::InlineState::guard`: the
+/// guard a header's `tsg_ensure_inline` counts under without calling the
+/// library) racing the guard's close on another thread: a span counted by
+/// the block may precede the close, but once the close is known to have
+/// happened (a flag set after it) the block never counts under that guard
+/// and the library refuses it. Fails if a close does not invalidate the
+/// block's lookup (`InlineState::guard_epoch` against `Registry::
+/// guard_closes`). Both outcomes occur.
+#[test]
+fn an_inline_block_s_cached_guard_sees_a_close() {
+    let out = Arc::new(Outcomes::default());
+    let o = out.clone();
+    explore(
+        "an_inline_block_s_cached_guard_sees_a_close",
+        15,
+        move || {
+            let rt = Arc::new(Runtime::new());
+            rt.export_inline_state(crate::thread::InlineExport {
+                slot: block_slot,
+                tickets: true,
+            })
+            .unwrap();
+            let main = rt.main_interpreter().unwrap();
+            let g = rt.guard_for(main).unwrap();
+            // the library's ensure looks the guard up and caches it in the
+            // block it leaves open
+            let outer = rt.ensure_with_guard(g).unwrap();
+            let closed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (rt2, c2) = (rt.clone(), closed.clone());
+            let other = loom::thread::spawn(move || {
+                rt2.close_guard(g).unwrap();
+                c2.store(true, Ordering::Release);
+            });
+            let seen = closed.load(Ordering::Acquire);
+            // SAFETY: this thread's block; no library call runs on it now.
+            let b = unsafe { &mut *block_slot() };
+            assert_eq!(b.guard, g.as_raw(), "the block caches the lookup");
+            match b.guard_ticket_uncalled(g.as_raw()) {
+                Ok(t) => {
+                    assert!(!seen, "a closed guard's lookup was used by the block");
+                    o.a.fetch_add(1, Ordering::Relaxed);
+                    assert_eq!(
+                        b.release_ticket_uncalled(t),
+                        crate::thread::InlineStep::Done
+                    );
+                }
+                Err(step) => {
+                    assert_eq!(step, crate::thread::InlineStep::Library);
+                    o.b.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            other.join().unwrap();
+            // SAFETY: as above.
+            let b = unsafe { &mut *block_slot() };
+            assert!(b.guard_ticket_uncalled(g.as_raw()).is_err());
+            assert_eq!(rt.ensure_with_guard(g), Err(Error::InvalidHandle));
+            rt.release_token(outer).unwrap();
+        },
+    );
+    out.both("counted before the close / sent to the library after it");
+}

@@ -29,6 +29,26 @@ pub(crate) use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use std::time::Duration;
 
+/// The address of `counter` as a plain 64-bit word, for a C reader that
+/// loads it atomically (a guard-close count in an inline block:
+/// [`crate::thread::InlineState`]); read it back with [`load_counter`].
+pub(crate) fn counter_ptr(counter: &AtomicU64) -> *const u64 {
+    // std's `AtomicU64` has the layout of a `u64` (documented); under loom
+    // the pointer is only ever read back by `load_counter`
+    (counter as *const AtomicU64).cast()
+}
+
+/// An acquire load of the counter at `p` (from [`counter_ptr`]).
+///
+/// # Safety
+/// `p` comes from [`counter_ptr`] of a counter that is still alive.
+#[inline(always)]
+pub(crate) unsafe fn load_counter(p: *const u64) -> u64 {
+    // SAFETY: `p` is a live `AtomicU64`'s address (the contract); only
+    // atomic operations touch it.
+    unsafe { (*p.cast::<AtomicU64>()).load(Ordering::Acquire) }
+}
+
 /// Orderings of the gate word and the model's lock, in one place so that
 /// `--cfg tstate_weak_orderings` can weaken them all (to show that the loom
 /// models notice).

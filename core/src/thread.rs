@@ -566,6 +566,23 @@ pub struct InlineState {
     /// innermost last (`seqs[..depth]`). (The length is
     /// [`INLINE_DEPTH`], spelled out for the C header.)
     pub seqs: [u32; 16],
+    /// The guard design: a guard id known to name `open` (0: none; never
+    /// set while closed), valid while the counter at `guard_closes` still
+    /// reads `guard_epoch` (no guard of this runtime was closed since it
+    /// was looked up; ids are generational, so an open guard's id names
+    /// nothing else).
+    pub guard: u64,
+    /// The guard design: the runtime's count of closed guards when `guard`
+    /// was looked up.
+    pub guard_epoch: u64,
+    /// The guard design: the runtime's count of closed guards, an atomic
+    /// 64-bit word (read it with an acquire load); NULL in a block of a
+    /// design without guards. Valid while `guard` is not 0.
+    pub guard_closes: *const u64,
+    /// The guard design: the code of the thread's last failed pointer or
+    /// `void` call (its `tsg_last_error`), 0 after a success; the inline
+    /// ensure writes 0 when it counts.
+    pub last_error: i32,
 }
 
 impl InlineState {
@@ -579,6 +596,10 @@ impl InlineState {
         tag_bits: 0,
         next_seq: 0,
         seqs: [0; INLINE_DEPTH],
+        guard: 0,
+        guard_epoch: 0,
+        guard_closes: std::ptr::null(),
+        last_error: 0,
     };
 
     /// [`try_count`](Self::try_count) as far as it goes without calling
@@ -681,6 +702,27 @@ impl InlineState {
         unsafe { self.passes(self.may_count(interp)) }.then(|| self.push_ticket())
     }
 
+    /// The guard design's inline ensure under guard `g` as far as it goes
+    /// without calling `current`: `Ok(ticket)` if counted (`g` is the
+    /// block's guard, still valid, and the block may count).
+    #[inline(always)]
+    pub fn guard_ticket_uncalled(&mut self, g: u64) -> std::result::Result<u32, InlineStep> {
+        match self.may_count_guarded(g) {
+            InlineStep::Done => Ok(self.push_ticket()),
+            step => Err(step),
+        }
+    }
+
+    /// The guard design's inline ensure: `Some(ticket)` if counted.
+    ///
+    /// # Safety
+    /// As [`try_count`](Self::try_count).
+    #[inline(always)]
+    pub unsafe fn try_guard_ticket(&mut self, g: u64) -> Option<u32> {
+        // SAFETY: forwarded contract.
+        unsafe { self.passes(self.may_count_guarded(g)) }.then(|| self.push_ticket())
+    }
+
     /// The ticket designs' inline release of `ticket` as far as it goes
     /// without calling `current`: uncounted if it is the innermost counted
     /// span's (anything else — out of order, stale, forged, a frame's —
@@ -713,6 +755,21 @@ impl InlineState {
     #[inline(always)]
     fn may_count(&self, interp: u64) -> InlineStep {
         self.step(self.open == interp && self.depth < self.limit)
+    }
+
+    /// Whether the block may count a span under guard `g`: `g` is its
+    /// guard (so the block is open on `g`'s interpreter), no guard was
+    /// closed since the lookup, and there is room.
+    #[inline(always)]
+    fn may_count_guarded(&self, g: u64) -> InlineStep {
+        self.step(
+            g != 0
+                && g == self.guard
+                && self.depth < self.limit
+                // SAFETY: `guard` is not 0, so `guard_closes` points to
+                // the live runtime's counter (see the field).
+                && unsafe { crate::sync::load_counter(self.guard_closes) } == self.guard_epoch,
+        )
     }
 
     /// Whether the block may uncount its innermost counted span, given
@@ -810,7 +867,7 @@ pub struct InlineExport {
 
 // The block's size as `docs/performance.md` (Memory) states it.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<InlineState>() == 104);
+const _: () = assert!(std::mem::size_of::<InlineState>() == 136);
 
 /// Nested spans the inline path may count at most (and at most half the
 /// free frame slots, so the library's own fast path keeps the other half).
@@ -847,6 +904,7 @@ fn close_inline<B: Backend>(f: &mut Fast, c: &mut RtCtx<B>) {
     s.open = 0;
     s.depth = 0;
     s.limit = 0;
+    s.guard = 0;
     f.reserved = 0;
     if c.inline_tickets {
         // the block's sequence numbers were the context's while it was open
@@ -893,6 +951,13 @@ fn open_inline<B: Backend>(f: &mut Fast, c: &RtCtx<B>) {
             return;
         }
         s.next_seq = c.next_seq;
+        // the guard design: the thread's cached guard, if it names the
+        // interpreter the block opens on (`Fast`: the cache is `rts[0]`'s
+        // registry's; 0 if empty)
+        if f.guard_interp == c.current_interp {
+            s.guard = f.guard;
+            s.guard_epoch = f.guard_epoch;
+        }
         // both would number spans: the fast path keeps off while the block
         // (the one counter then) is open. More than any room, and `d +
         // reserved` cannot overflow even where usize is 32 bits.
@@ -926,6 +991,9 @@ fn init_inline<B: Backend>(c: &RtCtx<B>) {
     } else {
         0
     };
+    // the context's registry (kept alive by it) is this block's for the
+    // context's life; read only while `guard` is set
+    s.guard_closes = crate::sync::counter_ptr(&c.reg.guard_closes);
 }
 
 #[cold]
@@ -1098,6 +1166,20 @@ pub(crate) fn cache_guard<B: Backend>(reg: &Registry<B>, g: u64, epoch: u64, int
     f.guard = g;
     f.guard_epoch = epoch;
     f.guard_interp = interp;
+    // and in `rts[0]`'s inline block, if it is open on that interpreter
+    // (it was opened as the call ended, before this lookup was cached)
+    if let Some(c) = t.rts.first()
+        && !c.inline.is_null()
+        && c.inline_tickets
+        && std::ptr::eq(Arc::as_ptr(&c.reg), reg)
+    {
+        // SAFETY: as in `close_inline`; no call is inside (`idle_ctx`).
+        let s = unsafe { &mut *c.inline };
+        if s.open == interp && s.open != 0 {
+            s.guard = g;
+            s.guard_epoch = epoch;
+        }
+    }
 }
 
 /// The calling thread's identity for a holder report: its context's

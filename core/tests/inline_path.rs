@@ -9,8 +9,9 @@
 mod common;
 
 use common::inline::{
-    block, export, inline_ensure, inline_ensure_ticket, inline_release, inline_release_ticket,
-    runtime, ticket_block, ticket_runtime,
+    block, block_guard, export, inline_ensure, inline_ensure_guard, inline_ensure_ticket,
+    inline_release, inline_release_ticket, inline_release_token, runtime, ticket_block,
+    ticket_runtime,
 };
 use common::watchdog;
 use std::time::Duration;
@@ -251,4 +252,103 @@ fn thread_exit_closes_the_spans_a_ticket_block_counted() {
     });
     assert_eq!(rt.diagnostics().exit_spans_closed - before, 3);
     rt.finalize(sub, Some(Duration::from_secs(5))).unwrap();
+}
+
+// ----- the guard design's block (a ticket block with a guard cache) --------
+
+#[test]
+fn a_nested_ensure_under_the_guard_looked_up_last_is_counted_in_the_block() {
+    on_thread(|| {
+        let rt = ticket_runtime();
+        let main = rt.main_interpreter().unwrap();
+        let g = rt.guard_for(main).unwrap();
+        let outer = inline_ensure_guard(&rt, g).unwrap(); // the library
+        assert_eq!(ticket_block().0, main.as_raw());
+        assert_eq!(
+            block_guard(),
+            g.as_raw(),
+            "the lookup is cached in the block"
+        );
+        let a = inline_ensure_guard(&rt, g).unwrap();
+        let b = inline_ensure_guard(&rt, g).unwrap();
+        assert_eq!(ticket_block().1, 2, "both counted in the block");
+        assert!(a != b && a != outer && b != outer);
+        inline_release_token(&rt, b).unwrap();
+        inline_release_token(&rt, a).unwrap();
+        assert_eq!(ticket_block().1, 0);
+        assert!(rt.is_attached(main));
+        inline_release_token(&rt, outer).unwrap();
+        assert!(!rt.is_attached(main));
+        assert_eq!((ticket_block().0, block_guard()), (0, 0), "closed");
+        rt.close_guard(g).unwrap();
+    });
+}
+
+#[test]
+fn a_guard_closed_on_another_thread_stops_the_block_counting_under_it() {
+    on_thread(|| {
+        let rt = std::sync::Arc::new(ticket_runtime());
+        let main = rt.main_interpreter().unwrap();
+        let g = rt.guard_for(main).unwrap();
+        let other = rt.guard_for(main).unwrap();
+        let outer = inline_ensure_guard(&rt, g).unwrap();
+        assert_eq!(block_guard(), g.as_raw());
+        // another guard closed elsewhere (no call on this thread): the
+        // block's lookup is no longer trusted, the library looks again
+        let r = rt.clone();
+        std::thread::spawn(move || r.close_guard(other).unwrap())
+            .join()
+            .unwrap();
+        let a = inline_ensure_guard(&rt, g).unwrap();
+        inline_release_token(&rt, a).unwrap();
+        // the guard itself closed elsewhere: refused, nothing counted
+        let r = rt.clone();
+        std::thread::spawn(move || r.close_guard(g).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(
+            block_guard(),
+            g.as_raw(),
+            "no call here: the block still names it"
+        );
+        assert_eq!(inline_ensure_guard(&rt, g), Err(Error::InvalidHandle));
+        assert_eq!(ticket_block().1, 0, "nothing counted for a closed guard");
+        inline_release_token(&rt, outer).unwrap();
+        assert!(!rt.is_attached(main));
+    });
+}
+
+#[test]
+fn counted_guard_spans_become_frames_and_a_guard_of_another_interpreter_is_the_library_s() {
+    on_thread(|| {
+        let rt = ticket_runtime();
+        let main = rt.main_interpreter().unwrap();
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let (gm, gs) = (rt.guard_for(main).unwrap(), rt.guard_for(sub).unwrap());
+        let outer = inline_ensure_guard(&rt, gm).unwrap();
+        let a = inline_ensure_guard(&rt, gm).unwrap();
+        assert_eq!(ticket_block().1, 1);
+        // another interpreter's guard: the library (a's span becomes a
+        // frame), which detaches main; the block reopens on sub with gs
+        let s = inline_ensure_guard(&rt, gs).unwrap();
+        assert_eq!(ticket_block(), (sub.as_raw(), 0, ticket_block().2));
+        assert_eq!(block_guard(), gs.as_raw());
+        assert!(rt.is_attached(sub) && !rt.is_attached(main));
+        let s2 = inline_ensure_guard(&rt, gs).unwrap();
+        assert_eq!(ticket_block().1, 1);
+        // gm is not the cached guard now: the library
+        let m2 = inline_ensure_guard(&rt, gm).unwrap();
+        assert!(rt.is_attached(main));
+        assert_eq!(inline_release_token(&rt, s2), Err(Error::OutOfOrder));
+        inline_release_token(&rt, m2).unwrap();
+        inline_release_token(&rt, s2).unwrap();
+        inline_release_token(&rt, s).unwrap();
+        assert!(rt.is_attached(main));
+        inline_release_token(&rt, a).unwrap();
+        inline_release_token(&rt, outer).unwrap();
+        assert!(!rt.is_attached(main));
+        rt.close_guard(gs).unwrap();
+        rt.close_guard(gm).unwrap();
+        rt.finalize(sub, Some(Duration::from_secs(5))).unwrap();
+    });
 }

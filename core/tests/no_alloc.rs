@@ -243,3 +243,38 @@ fn inline_and_fast_path_counts_become_frames_without_allocating() {
         assert!(!rt.is_attached(main));
     });
 }
+
+/// The guard design's block: spans counted under the cached guard (a
+/// ticket block) become frames at the next library call without
+/// allocating, and the cached lookup costs the library nothing either.
+#[test]
+fn guard_block_counts_become_frames_without_allocating() {
+    use common::inline::{block_guard, inline_ensure_guard, inline_release_token, ticket_block};
+    common::watchdog(60, || {
+        let rt = common::inline::ticket_runtime();
+        let main = rt.main_interpreter().unwrap();
+        let g = rt.guard_for(main).unwrap();
+        let outer = rt.ensure_with_guard(g).unwrap();
+        assert_eq!(block_guard(), g.as_raw());
+        let limit = ticket_block().2;
+        assert!(limit > 0);
+        let before = allocs();
+        let tokens: Vec<_> = (0..limit)
+            .map(|_| inline_ensure_guard(&rt, g).unwrap())
+            .collect::<Vec<_>>();
+        let after_counting = allocs();
+        assert_eq!(ticket_block().1, limit, "all counted inline");
+        let before_flush = allocs();
+        rt.work(main).unwrap(); // a library call: every count becomes a frame
+        assert_eq!(allocs() - before_flush, 0, "{limit} guard spans flushed");
+        assert_eq!(block_guard(), g.as_raw(), "reopened with the cached guard");
+        for t in tokens.into_iter().rev() {
+            inline_release_token(&rt, t).unwrap();
+        }
+        rt.release_token(outer).unwrap();
+        // the tokens' vector is the test's own (one allocation)
+        assert_eq!(after_counting - before, 1, "counting allocates nothing");
+        assert!(!rt.is_attached(main));
+        rt.close_guard(g).unwrap();
+    });
+}

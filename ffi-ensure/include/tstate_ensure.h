@@ -189,6 +189,31 @@ typedef struct TSE_InlineState {
    * `INLINE_DEPTH`, spelled out for the C header.)
    */
   uint32_t seqs[16];
+  /**
+   * The guard design: a guard id known to name `open` (0: none; never
+   * set while closed), valid while the counter at `guard_closes` still
+   * reads `guard_epoch` (no guard of this runtime was closed since it
+   * was looked up; ids are generational, so an open guard's id names
+   * nothing else).
+   */
+  uint64_t guard;
+  /**
+   * The guard design: the runtime's count of closed guards when `guard`
+   * was looked up.
+   */
+  uint64_t guard_epoch;
+  /**
+   * The guard design: the runtime's count of closed guards, an atomic
+   * 64-bit word (read it with an acquire load); NULL in a block of a
+   * design without guards. Valid while `guard` is not 0.
+   */
+  const uint64_t *guard_closes;
+  /**
+   * The guard design: the code of the thread's last failed pointer or
+   * `void` call (its `tsg_last_error`), 0 after a success; the inline
+   * ensure writes 0 when it counts.
+   */
+  int32_t last_error;
 } TSE_InlineState;
 
 /**
@@ -692,8 +717,8 @@ int tse_set_exit_bound(int64_t ms);
 #ifndef TSTATE_ENSURE_INLINE_DEFINED
 #define TSTATE_ENSURE_INLINE_DEFINED 1
 /* The inline nested path (docs/performance.md, "The inline path"):
- * tse_ensure_inline and tse_release_inline do what tse_ensure and
- * tse_release do, with the same contract and results; a nested span (the
+ * tse_ensure_inline, tse_ensure_ex_inline and tse_release_inline do what
+ * tse_ensure, tse_ensure_ex and tse_release do, with the same contract and results; a nested span (the
  * thread is attached to `interp` through this library already, and nothing
  * switched thread states behind its back) is counted here, in the calling
  * thread's inline block, without calling the library; anything else calls
@@ -707,6 +732,9 @@ int tse_set_exit_bound(int64_t ms);
  * memory in static TLS block"); meant for executables and libraries loaded
  * at start-up. Defining TSTATE_ENSURE_NO_INLINE (or a compiler without GNU
  * C's __thread) makes both plain calls of the exported functions. */
+/* The cached block address is this library's thread-local: valid while
+ * the library stays loaded (dlclose-ing it while code that used these
+ * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ENSURE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
 #define TSE_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
@@ -727,18 +755,28 @@ static inline void tse_inline_adopt_(void) {
       tse_inline_cache_ = own;
   }
 }
-/* As tse_ensure (same arguments, same results). */
-static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
+/* Counts a nested span of `interp` in the block if it may (1), else
+ * adopts the thread's own block on the way to the library (0). */
+static inline int tse_inline_count_(uint64_t interp) {
   struct TSE_InlineState *b = tse_inline_cache_;
   /* a closed block has open 0 and limit 0: never counts */
   if (__builtin_expect(b->open == interp && b->depth < b->limit &&
                            (b->current == NULL || b->current() == b->expect),
                        1)) {
     b->depth++;
-    return 0;
+    return 1;
   }
   tse_inline_adopt_();
-  return tse_ensure(interp, errmsg);
+  return 0;
+}
+/* As tse_ensure (same arguments, same results). */
+static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
+  return tse_inline_count_(interp) ? 0 : tse_ensure(interp, errmsg);
+}
+/* As tse_ensure_ex (same arguments, same results: the code, with *err
+ * filled on a refusal). */
+static inline int tse_ensure_ex_inline(uint64_t interp, struct TSE_Error *err) {
+  return tse_inline_count_(interp) ? 0 : tse_ensure_ex(interp, err);
 }
 /* As tse_release (misuse goes to the same fatal-error hook). */
 static inline void tse_release_inline(void) {
@@ -753,6 +791,9 @@ static inline void tse_release_inline(void) {
 #else
 static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
   return tse_ensure(interp, errmsg);
+}
+static inline int tse_ensure_ex_inline(uint64_t interp, struct TSE_Error *err) {
+  return tse_ensure_ex(interp, err);
 }
 static inline void tse_release_inline(void) { tse_release(); }
 #endif

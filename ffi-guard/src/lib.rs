@@ -44,18 +44,44 @@
 //! PEP's spellings (`PyInterpreterGuard_FromView`,
 //! `PyThreadState_EnsureFromView`, …).
 
-use std::cell::Cell;
 use std::ffi::{c_char, c_int};
-use tstate_core::c_abi::{self, FatalHookCell};
-use tstate_core::{Error, GuardId, InterpreterId, Ticket, ViewId, fast_global, with_global};
+use tstate_core::c_abi::{self, FatalHookCell, InlineState, InlineStep};
+use tstate_core::{Error, GuardId, InterpreterId, Ticket, ViewId, with_global};
 
 pub mod rust;
 mod shared;
 
-/// This facade exports no inline block (only the ensure design's header has
-/// an inline nested path: `docs/performance.md`, "The inline path").
-const INLINE_STATE: Option<tstate_core::c_abi::InlineExport> = None;
 pub use shared::*;
+
+c_abi::inline_block!();
+
+/// The runtime exports its inline block, which hands out tokens (tickets)
+/// and caches the guard the thread used last (`shared.rs` passes this to
+/// `Global::choose_with`).
+const INLINE_STATE: Option<c_abi::InlineExport> = Some(c_abi::InlineExport {
+    slot: inline_slot,
+    tickets: true,
+});
+
+/// Sequence numbers of tokens wrap at this mask (`tsg_ensure_inline`
+/// numbers the spans it counts; the library's own rule).
+pub const INLINE_SEQ_MASK: u32 = 0x7FFFF;
+const _: () = assert!(INLINE_SEQ_MASK == c_abi::TICKET_SEQ_MASK);
+
+/// The calling thread's inline block, read and written by the header's
+/// `tsg_ensure_inline` / `tsg_release_inline` (which cache this address in
+/// a thread-local of their own): never NULL, valid for the calling thread's
+/// whole life, to be used by that thread only. Its fields and their states
+/// are documented in `docs/performance.md` ("The inline path"); code other
+/// than the header's inline functions must not write it.
+///
+/// Thread: any; each thread gets its own block.
+#[unsafe(no_mangle)]
+pub extern "C" fn tsg_inline_state() -> *mut InlineState {
+    // no panic possible: a const thread-local without a destructor is
+    // always accessible
+    inline_slot()
+}
 
 /// An opaque guard (PEP 788's `PyInterpreterGuard`). Never dereferenced.
 pub struct Guard {
@@ -81,13 +107,14 @@ pub type FatalHook = Option<extern "C" fn(code: c_int, message: *const c_char)>;
 
 static FATAL: FatalHookCell = FatalHookCell::new("the guard facade");
 
-thread_local! {
-    /// The code of this thread's last failed call (0 after a success).
-    static LAST_ERROR: Cell<c_int> = const { Cell::new(0) };
-}
-
+/// Records the code of this thread's last call (0 after a success) in its
+/// inline block, where the header's inline ensure writes its 0 too.
+#[inline(always)]
 fn set_last(code: c_int) {
-    let _ = LAST_ERROR.try_with(|c| c.set(code));
+    // SAFETY: this thread's block; the library is not inside a call here
+    // (the boundary returned), and no reference to the block outlives this
+    // statement.
+    unsafe { (*inline_slot()).last_error = code };
 }
 
 /// Runs `f` across the panic boundary: a pointer on success; NULL with the
@@ -240,12 +267,37 @@ fn close_view(view: u64) -> Result<(), Error> {
 /// `TSG_ERR_PANIC`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_ensure(guard: *mut Guard) -> *mut Token {
-    if let Some(t) = fast_global!(ThisFacade, rt => rt.ensure_with_guard_nested(GuardId::from_raw(guard as usize as u64)))
-    {
-        set_last(0);
-        return t.to_raw() as usize as *mut Token;
+    // the header's inline ensure on this thread's block
+    // SAFETY: this thread's block, filled by the library only; no library
+    // call runs on this thread (an exported function's start), and no
+    // reference to the block outlives this statement.
+    let b = unsafe { &mut *inline_slot() };
+    match b.guard_ticket_uncalled(guard as usize as u64) {
+        Ok(t) => {
+            b.last_error = 0;
+            t as usize as *mut Token
+        }
+        Err(InlineStep::Check) => ensure_checked(guard),
+        Err(_) => ensure_slow(guard),
     }
-    ensure_slow(guard)
+}
+
+/// The nested fast path where the backend's thread state must be checked,
+/// else the slow path (reached by a tail call: the exported function saves
+/// no registers).
+#[inline(never)]
+fn ensure_checked(guard: *mut Guard) -> *mut Token {
+    // SAFETY: as in `tsg_ensure`.
+    let b = unsafe { &mut *inline_slot() };
+    // SAFETY: the library filled the block (`current` is the backend's C
+    // function) and no library call runs on this thread.
+    match unsafe { b.try_guard_ticket(guard as usize as u64) } {
+        Some(t) => {
+            b.last_error = 0;
+            t as usize as *mut Token
+        }
+        None => ensure_slow(guard),
+    }
 }
 
 /// `tsg_ensure` past its fast path.
@@ -289,14 +341,32 @@ pub extern "C" fn tsg_release(token: *mut Token) {
     // a token is a ticket (in 1..=i32::MAX); anything else takes the slow
     // path, which reports it
     let raw = token as usize;
-    if raw != 0
-        && raw <= i32::MAX as usize
-        && fast_global!(ThisFacade, rt => rt.release_ticket_nested(Ticket::from_raw(raw as u32)).then_some(())).is_some()
-    {
-        set_last(0);
-        return;
+    if raw > i32::MAX as usize {
+        return release_slow(token);
     }
-    release_slow(token)
+    // the header's inline release on this thread's block (0 never
+    // matches: counted tokens are in 1..=i32::MAX)
+    // SAFETY: as in `tsg_ensure`.
+    let b = unsafe { &mut *inline_slot() };
+    match b.release_ticket_uncalled(raw as u32) {
+        InlineStep::Done => b.last_error = 0,
+        InlineStep::Check => release_checked(token),
+        InlineStep::Library => release_slow(token),
+    }
+}
+
+/// `tsg_release` where the backend's thread state must be checked first.
+#[inline(never)]
+fn release_checked(token: *mut Token) {
+    // SAFETY: as in `tsg_ensure`.
+    let b = unsafe { &mut *inline_slot() };
+    // SAFETY: as in `ensure_checked`; the token is at most i32::MAX
+    // (checked by `tsg_release`), so the cast keeps it.
+    if unsafe { b.try_release_ticket(token as usize as u32) } {
+        b.last_error = 0;
+    } else {
+        release_slow(token)
+    }
 }
 
 /// `tsg_release` past its fast path.
@@ -317,7 +387,8 @@ fn release_token(token: *mut Token) -> Result<(), Error> {
 /// succeeded. Read it right after a NULL. Thread: any (answers for itself).
 #[unsafe(no_mangle)]
 pub extern "C" fn tsg_last_error() -> c_int {
-    LAST_ERROR.try_with(Cell::get).unwrap_or(0)
+    // SAFETY: as in `set_last`.
+    unsafe { (*inline_slot()).last_error }
 }
 
 /// Installs the fatal-error hook for misuse of the `void` functions

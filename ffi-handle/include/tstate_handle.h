@@ -195,6 +195,31 @@ typedef struct TSH_InlineState {
    * `INLINE_DEPTH`, spelled out for the C header.)
    */
   uint32_t seqs[16];
+  /**
+   * The guard design: a guard id known to name `open` (0: none; never
+   * set while closed), valid while the counter at `guard_closes` still
+   * reads `guard_epoch` (no guard of this runtime was closed since it
+   * was looked up; ids are generational, so an open guard's id names
+   * nothing else).
+   */
+  uint64_t guard;
+  /**
+   * The guard design: the runtime's count of closed guards when `guard`
+   * was looked up.
+   */
+  uint64_t guard_epoch;
+  /**
+   * The guard design: the runtime's count of closed guards, an atomic
+   * 64-bit word (read it with an acquire load); NULL in a block of a
+   * design without guards. Valid while `guard` is not 0.
+   */
+  const uint64_t *guard_closes;
+  /**
+   * The guard design: the code of the thread's last failed pointer or
+   * `void` call (its `tsg_last_error`), 0 after a success; the inline
+   * ensure writes 0 when it counts.
+   */
+  int32_t last_error;
 } TSH_InlineState;
 
 /**
@@ -669,6 +694,9 @@ int tsh_set_exit_bound(int64_t ms);
  * tsh_release, which report misuse as always. Mixing them with the
  * exported functions is allowed. TLS model, TSTATE_INLINE_INITIAL_EXEC and
  * TSTATE_HANDLE_NO_INLINE: as in tstate_ensure.h. */
+/* The cached block address is this library's thread-local: valid while
+ * the library stays loaded (dlclose-ing it while code that used these
+ * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_HANDLE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
 #define TSH_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))

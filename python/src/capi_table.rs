@@ -8,10 +8,10 @@ use crate::{FnPtr, Table};
 use std::ffi::c_void;
 
 /// `TSTATE_CAPI_VERSION` of the header generated with this table.
-pub const CAPI_VERSION: u32 = 2;
+pub const CAPI_VERSION: u32 = 3;
 
 /// How many functions the table holds.
-pub const FUNCTIONS: usize = 119;
+pub const FUNCTIONS: usize = 120;
 
 /// The table the capsule points to.
 pub static TABLE: Table = Table {
@@ -137,5 +137,6 @@ pub static TABLE: Table = Table {
         FnPtr(tstate_ffi_ensure::tse_inline_state as *const c_void),
         FnPtr(tstate_ffi_handle::tsh_inline_state as *const c_void),
         FnPtr(tstate_ffi_activate::tsa_inline_state as *const c_void),
+        FnPtr(tstate_ffi_guard::tsg_inline_state as *const c_void),
     ],
 };

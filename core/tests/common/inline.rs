@@ -1,12 +1,15 @@
 //! A runtime that exports an inline block (`c_abi::InlineState`) of the
 //! test's own, and the headers' inline functions transliterated line for
 //! line: `tse_ensure_inline` / `tse_release_inline`
-//! (`ffi-ensure/cbindgen.toml`), and for a design with tickets
-//! `tsh_ensure_inline` / `tsh_release_inline` (`ffi-handle/cbindgen.toml`).
+//! (`ffi-ensure/cbindgen.toml`), for a design with tickets
+//! `tsh_ensure_inline` / `tsh_release_inline` (`ffi-handle/cbindgen.toml`),
+//! and the guard design's `tsg_ensure_inline` (`ffi-guard/cbindgen.toml`;
+//! its release is the handle design's).
 
 use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tstate_core::c_abi::{InlineExport, InlineState};
-use tstate_core::{Error, InterpreterId, Runtime, Ticket};
+use tstate_core::{Error, GuardId, InterpreterId, Runtime, Ticket};
 
 std::thread_local! {
     static BLOCK: UnsafeCell<InlineState> = const { UnsafeCell::new(InlineState::CLOSED) };
@@ -103,17 +106,38 @@ pub fn inline_ensure_ticket(rt: &Runtime, id: InterpreterId) -> Result<Ticket, E
     // SAFETY: this thread's block, used between library calls only.
     let b = unsafe { &mut *ticket_slot() };
     if b.open == id.as_raw() && b.depth < b.limit && current_is_expected(b) {
-        let seq = b.next_seq;
-        b.next_seq = (seq + 1) & SEQ_MASK;
-        b.seqs[b.depth as usize] = seq;
-        b.depth += 1;
-        return Ok(Ticket::from_raw(b.tag_bits | seq));
+        return Ok(push_ticket(b));
     }
     rt.ensure_ticket(id)
 }
 
+/// The headers' counting of a span with a ticket (`depth < limit` checked).
+fn push_ticket(b: &mut InlineState) -> Ticket {
+    let seq = b.next_seq;
+    b.next_seq = (seq + 1) & SEQ_MASK;
+    b.seqs[b.depth as usize] = seq;
+    b.depth += 1;
+    Ticket::from_raw(b.tag_bits | seq)
+}
+
 /// The header's `tsh_release_inline`.
 pub fn inline_release_ticket(rt: &Runtime, t: Ticket) -> Result<(), Error> {
+    if uncount_ticket(t) {
+        return Ok(());
+    }
+    rt.release_ticket(t)
+}
+
+/// The header's `tsg_release_inline` (the guard design's release).
+pub fn inline_release_token(rt: &Runtime, t: Ticket) -> Result<(), Error> {
+    if uncount_ticket(t) {
+        return Ok(());
+    }
+    rt.release_token(t)
+}
+
+/// The inline release's check and uncount, shared by both designs.
+fn uncount_ticket(t: Ticket) -> bool {
     // SAFETY: as in `inline_ensure_ticket`.
     let b = unsafe { &mut *ticket_slot() };
     if b.depth > 0
@@ -121,7 +145,32 @@ pub fn inline_release_ticket(rt: &Runtime, t: Ticket) -> Result<(), Error> {
         && current_is_expected(b)
     {
         b.depth -= 1;
-        return Ok(());
+        return true;
     }
-    rt.release_ticket(t)
+    false
+}
+
+/// The header's `tsg_ensure_inline` (the guard design's block is a ticket
+/// block that also caches a guard).
+pub fn inline_ensure_guard(rt: &Runtime, g: GuardId) -> Result<Ticket, Error> {
+    // SAFETY: this thread's block, used between library calls only.
+    let b = unsafe { &mut *ticket_slot() };
+    let raw = g.as_raw();
+    if raw != 0
+        && raw == b.guard
+        && b.depth < b.limit
+        // SAFETY: `guard` is set, so `guard_closes` is the live runtime's
+        // counter, an atomic word (the block's documented layout).
+        && unsafe { (*b.guard_closes.cast::<AtomicU64>()).load(Ordering::Acquire) } == b.guard_epoch
+        && current_is_expected(b)
+    {
+        return Ok(push_ticket(b));
+    }
+    rt.ensure_with_guard(g)
+}
+
+/// The guard `rts[0]`'s block trusts (0: none).
+pub fn block_guard() -> u64 {
+    // SAFETY: as in `ticket_block`.
+    unsafe { (*ticket_slot()).guard }
 }

@@ -41,7 +41,7 @@
 #endif
 
 /* The table version this header was generated with. */
-#define TSTATE_CAPI_VERSION 2
+#define TSTATE_CAPI_VERSION 3
 /* The capsule's full name. */
 #define TSTATE_CAPI_CAPSULE "tstate._tstate._C_API"
 /* The table version the extension requires (default: this header's);
@@ -220,6 +220,31 @@ typedef struct TSE_InlineState {
    * `INLINE_DEPTH`, spelled out for the C header.)
    */
   uint32_t seqs[16];
+  /**
+   * The guard design: a guard id known to name `open` (0: none; never
+   * set while closed), valid while the counter at `guard_closes` still
+   * reads `guard_epoch` (no guard of this runtime was closed since it
+   * was looked up; ids are generational, so an open guard's id names
+   * nothing else).
+   */
+  uint64_t guard;
+  /**
+   * The guard design: the runtime's count of closed guards when `guard`
+   * was looked up.
+   */
+  uint64_t guard_epoch;
+  /**
+   * The guard design: the runtime's count of closed guards, an atomic
+   * 64-bit word (read it with an acquire load); NULL in a block of a
+   * design without guards. Valid while `guard` is not 0.
+   */
+  const uint64_t *guard_closes;
+  /**
+   * The guard design: the code of the thread's last failed pointer or
+   * `void` call (its `tsg_last_error`), 0 after a success; the inline
+   * ensure writes 0 when it counts.
+   */
+  int32_t last_error;
 } TSE_InlineState;
 
 /**
@@ -529,6 +554,31 @@ typedef struct TSH_InlineState {
    * `INLINE_DEPTH`, spelled out for the C header.)
    */
   uint32_t seqs[16];
+  /**
+   * The guard design: a guard id known to name `open` (0: none; never
+   * set while closed), valid while the counter at `guard_closes` still
+   * reads `guard_epoch` (no guard of this runtime was closed since it
+   * was looked up; ids are generational, so an open guard's id names
+   * nothing else).
+   */
+  uint64_t guard;
+  /**
+   * The guard design: the runtime's count of closed guards when `guard`
+   * was looked up.
+   */
+  uint64_t guard_epoch;
+  /**
+   * The guard design: the runtime's count of closed guards, an atomic
+   * 64-bit word (read it with an acquire load); NULL in a block of a
+   * design without guards. Valid while `guard` is not 0.
+   */
+  const uint64_t *guard_closes;
+  /**
+   * The guard design: the code of the thread's last failed pointer or
+   * `void` call (its `tsg_last_error`), 0 after a success; the inline
+   * ensure writes 0 when it counts.
+   */
+  int32_t last_error;
 } TSH_InlineState;
 
 /**
@@ -818,6 +868,31 @@ typedef struct TSA_InlineState {
    * `INLINE_DEPTH`, spelled out for the C header.)
    */
   uint32_t seqs[16];
+  /**
+   * The guard design: a guard id known to name `open` (0: none; never
+   * set while closed), valid while the counter at `guard_closes` still
+   * reads `guard_epoch` (no guard of this runtime was closed since it
+   * was looked up; ids are generational, so an open guard's id names
+   * nothing else).
+   */
+  uint64_t guard;
+  /**
+   * The guard design: the runtime's count of closed guards when `guard`
+   * was looked up.
+   */
+  uint64_t guard_epoch;
+  /**
+   * The guard design: the runtime's count of closed guards, an atomic
+   * 64-bit word (read it with an acquire load); NULL in a block of a
+   * design without guards. Valid while `guard` is not 0.
+   */
+  const uint64_t *guard_closes;
+  /**
+   * The guard design: the code of the thread's last failed pointer or
+   * `void` call (its `tsg_last_error`), 0 after a success; the inline
+   * ensure writes 0 when it counts.
+   */
+  int32_t last_error;
 } TSA_InlineState;
 
 /**
@@ -934,6 +1009,12 @@ typedef struct TSA_BackendInfo {
 /* ---- the guard design (tsg_*): constants and types ---- */
 
 /**
+ * Sequence numbers of tokens wrap at this mask (`tsg_ensure_inline`
+ * numbers the spans it counts; the library's own rule).
+ */
+#define TSG_INLINE_SEQ_MASK 524287
+
+/**
  * Out of memory, or an allocation made to fail by fault injection. Nothing
  * was half-created; retrying can succeed.
  */
@@ -1040,6 +1121,109 @@ typedef struct TSG_Token TSG_Token;
  * An opaque view (PEP 788's `PyInterpreterView`). Never dereferenced.
  */
 typedef struct TSG_View TSG_View;
+
+/**
+ * The per-thread block a header's `static inline` nested path reads and
+ * writes without calling the library (`tse_ensure_inline` /
+ * `tse_release_inline` in `tstate_ensure.h`; `docs/performance.md`, "The
+ * inline path"). C layout: its fields are part of that facade's ABI.
+ *
+ * One block per thread and facade runtime, in a thread-local of the facade
+ * library with a constant initializer and no destructor (so it stays
+ * readable for the thread's whole life, thread-exit destructors included);
+ * the library hands its address out (`InlineSlot`) and the header caches
+ * it in a thread-local of its own. Only the owning thread touches it: the
+ * library while one of its calls runs on that thread, the header's inline
+ * code between calls. The library reaches it through a raw pointer only,
+ * never keeping a reference across anything that could run the header's
+ * code.
+ *
+ * | `open` | `depth` | meaning |
+ * |---|---|---|
+ * | 0 | 0 | closed: the inline functions call the exported ones |
+ * | interpreter id | `0..=limit` | the thread is attached to `open` through this runtime (the one its last call used), whose record of the attached thread state is `expect`, and no call is inside; `depth` nested spans of `open` are counted here (innermost last), on top of the library's span stack and of the spans it counts itself; the span stack has room for all of them |
+ * | 0 | > 0 | never: closing pushes the counted spans as frames first |
+ *
+ * The inline ensure counts when `open` is the target, `depth < limit` and,
+ * if `current` is set, `current()` returns `expect` (the backend's real
+ * attached thread state is still the library's record: on CPython other
+ * code may have detached it, e.g. `Py_BEGIN_ALLOW_THREADS`); the inline
+ * release uncounts when `depth > 0` and the same `current` check holds.
+ * Anything else calls the exported function, whose slow path sees the
+ * counted spans as frames and reports misuse as it would
+ * have. Every call of the library closes the block when it starts (while a
+ * call is inside, as in a callback, the inline path takes the exported
+ * function and gets `Busy` exactly as before) and opens it again when it
+ * ends if the thread is attached through that runtime.
+ */
+typedef struct TSG_InlineState {
+  /**
+   * The interpreter id the inline ensure may count nested spans of; 0:
+   * closed.
+   */
+  uint64_t open;
+  /**
+   * Nested spans counted by the inline path.
+   */
+  uint32_t depth;
+  /**
+   * How many the inline path may count (`depth` stays below or at it).
+   */
+  uint32_t limit;
+  /**
+   * Reads the backend's attached thread state (CPython:
+   * `PyThreadState_GetUnchecked` or `_PyThreadState_UncheckedGet`);
+   * NULL where no other code can switch thread states (the model).
+   */
+  void *(*current)(void);
+  /**
+   * What `current` returns while the library's record is attached.
+   */
+  void *expect;
+  /**
+   * The designs that hand out tickets (a ticket is `tag_bits | seq`):
+   * the thread's tag shifted into place, never 0 while open. 0 in a
+   * block of a design without tickets.
+   */
+  uint32_t tag_bits;
+  /**
+   * The designs with tickets: the sequence number the next counted span
+   * takes (modulo 2¹⁹); the library's own counter while the block is
+   * open.
+   */
+  uint32_t next_seq;
+  /**
+   * The designs with tickets: the counted spans' sequence numbers,
+   * innermost last (`seqs[..depth]`). (The length is
+   * `INLINE_DEPTH`, spelled out for the C header.)
+   */
+  uint32_t seqs[16];
+  /**
+   * The guard design: a guard id known to name `open` (0: none; never
+   * set while closed), valid while the counter at `guard_closes` still
+   * reads `guard_epoch` (no guard of this runtime was closed since it
+   * was looked up; ids are generational, so an open guard's id names
+   * nothing else).
+   */
+  uint64_t guard;
+  /**
+   * The guard design: the runtime's count of closed guards when `guard`
+   * was looked up.
+   */
+  uint64_t guard_epoch;
+  /**
+   * The guard design: the runtime's count of closed guards, an atomic
+   * 64-bit word (read it with an acquire load); NULL in a block of a
+   * design without guards. Valid while `guard` is not 0.
+   */
+  const uint64_t *guard_closes;
+  /**
+   * The guard design: the code of the thread's last failed pointer or
+   * `void` call (its `tsg_last_error`), 0 after a success; the inline
+   * ensure writes 0 when it counts.
+   */
+  int32_t last_error;
+} TSG_InlineState;
 
 /**
  * A fatal-error hook: receives the code and its static message. If it
@@ -1281,6 +1465,7 @@ typedef struct TstateCApi {
   struct TSE_InlineState *(*tse_inline_state)(void);
   struct TSH_InlineState *(*tsh_inline_state)(void);
   struct TSA_InlineState *(*tsa_inline_state)(void);
+  struct TSG_InlineState *(*tsg_inline_state)(void);
 } TstateCApi;
 
 #ifdef __cplusplus
@@ -2707,6 +2892,22 @@ static inline int tsa_set_exit_bound(int64_t ms) {
 /* ---- the guard design: functions ---- */
 
 /**
+ * The calling thread's inline block, read and written by the header's
+ * `tsg_ensure_inline` / `tsg_release_inline` (which cache this address in
+ * a thread-local of their own): never NULL, valid for the calling thread's
+ * whole life, to be used by that thread only. Its fields and their states
+ * are documented in `docs/performance.md` ("The inline path"); code other
+ * than the header's inline functions must not write it.
+ *
+ * Thread: any; each thread gets its own block.
+ */
+static inline struct TSG_InlineState *tsg_inline_state(void) {
+  if (TSTATE_CAPI_TABLE == NULL)
+    return NULL;
+  return TSTATE_CAPI_TABLE->tsg_inline_state();
+}
+
+/**
  * A guard on the interpreter the calling thread is attached to.
  *
  * Thread: one attached to an interpreter. Returns the guard (close it
@@ -3270,8 +3471,8 @@ static inline int tsg_set_exit_bound(int64_t ms) {
 #ifndef TSTATE_ENSURE_INLINE_DEFINED
 #define TSTATE_ENSURE_INLINE_DEFINED 1
 /* The inline nested path (docs/performance.md, "The inline path"):
- * tse_ensure_inline and tse_release_inline do what tse_ensure and
- * tse_release do, with the same contract and results; a nested span (the
+ * tse_ensure_inline, tse_ensure_ex_inline and tse_release_inline do what
+ * tse_ensure, tse_ensure_ex and tse_release do, with the same contract and results; a nested span (the
  * thread is attached to `interp` through this library already, and nothing
  * switched thread states behind its back) is counted here, in the calling
  * thread's inline block, without calling the library; anything else calls
@@ -3285,6 +3486,9 @@ static inline int tsg_set_exit_bound(int64_t ms) {
  * memory in static TLS block"); meant for executables and libraries loaded
  * at start-up. Defining TSTATE_ENSURE_NO_INLINE (or a compiler without GNU
  * C's __thread) makes both plain calls of the exported functions. */
+/* The cached block address is this library's thread-local: valid while
+ * the library stays loaded (dlclose-ing it while code that used these
+ * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ENSURE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
 #define TSE_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
@@ -3305,18 +3509,28 @@ static inline void tse_inline_adopt_(void) {
       tse_inline_cache_ = own;
   }
 }
-/* As tse_ensure (same arguments, same results). */
-static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
+/* Counts a nested span of `interp` in the block if it may (1), else
+ * adopts the thread's own block on the way to the library (0). */
+static inline int tse_inline_count_(uint64_t interp) {
   struct TSE_InlineState *b = tse_inline_cache_;
   /* a closed block has open 0 and limit 0: never counts */
   if (__builtin_expect(b->open == interp && b->depth < b->limit &&
                            (b->current == NULL || b->current() == b->expect),
                        1)) {
     b->depth++;
-    return 0;
+    return 1;
   }
   tse_inline_adopt_();
-  return tse_ensure(interp, errmsg);
+  return 0;
+}
+/* As tse_ensure (same arguments, same results). */
+static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
+  return tse_inline_count_(interp) ? 0 : tse_ensure(interp, errmsg);
+}
+/* As tse_ensure_ex (same arguments, same results: the code, with *err
+ * filled on a refusal). */
+static inline int tse_ensure_ex_inline(uint64_t interp, struct TSE_Error *err) {
+  return tse_inline_count_(interp) ? 0 : tse_ensure_ex(interp, err);
 }
 /* As tse_release (misuse goes to the same fatal-error hook). */
 static inline void tse_release_inline(void) {
@@ -3331,6 +3545,9 @@ static inline void tse_release_inline(void) {
 #else
 static inline int tse_ensure_inline(uint64_t interp, const char **errmsg) {
   return tse_ensure(interp, errmsg);
+}
+static inline int tse_ensure_ex_inline(uint64_t interp, struct TSE_Error *err) {
+  return tse_ensure_ex(interp, err);
 }
 static inline void tse_release_inline(void) { tse_release(); }
 #endif
@@ -3359,6 +3576,9 @@ static inline void tse_release_inline(void) { tse_release(); }
  * tsh_release, which report misuse as always. Mixing them with the
  * exported functions is allowed. TLS model, TSTATE_INLINE_INITIAL_EXEC and
  * TSTATE_HANDLE_NO_INLINE: as in tstate_ensure.h. */
+/* The cached block address is this library's thread-local: valid while
+ * the library stays loaded (dlclose-ing it while code that used these
+ * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_HANDLE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
 #define TSH_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
@@ -3439,6 +3659,9 @@ static inline int tsh_release_inline(int handle) { return tsh_release(handle); }
  * attached one), else it calls tsa_is_attached. TLS model,
  * TSTATE_INLINE_INITIAL_EXEC and TSTATE_ACTIVATE_NO_INLINE: as in
  * tstate_ensure.h. */
+/* The cached block address is this library's thread-local: valid while
+ * the library stays loaded (dlclose-ing it while code that used these
+ * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ACTIVATE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
 #define TSA_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
@@ -3489,3 +3712,81 @@ static inline int tsa_is_attached_inline(uint64_t interp) { return tsa_is_attach
 #define PyThreadState_EnsureFromView tsg_ensure_from_view
 #define PyThreadState_Release tsg_release
 #endif /* TSTATE_GUARD_PEP788_NAMES */
+
+#ifndef TSTATE_GUARD_INLINE_DEFINED
+#define TSTATE_GUARD_INLINE_DEFINED 1
+/* The inline nested path (docs/performance.md, "The inline path"):
+ * tsg_ensure_inline and tsg_release_inline do what tsg_ensure and
+ * tsg_release do, with the same contract and results (tsg_last_error()
+ * reads 0 after each success). A nested span under the guard this thread
+ * used last (the thread is attached to the guard's interpreter through
+ * this library already, no guard of this library was closed since the
+ * library looked that guard up, and nothing switched thread states behind
+ * its back) is counted, and its token made, in the calling thread's inline
+ * block without calling the library; a release of the innermost counted
+ * span is uncounted there; anything else (another guard, a closed one, a
+ * stale or forged token, ...) calls tsg_ensure / tsg_release, which report
+ * misuse as always. Mixing them with the exported functions is allowed.
+ * TLS model, TSTATE_INLINE_INITIAL_EXEC and TSTATE_GUARD_NO_INLINE: as in
+ * tstate_ensure.h. */
+/* The cached block address is this library's thread-local: valid while
+ * the library stays loaded (dlclose-ing it while code that used these
+ * functions stays loaded is not supported). */
+#if defined(__GNUC__) && !defined(TSTATE_GUARD_NO_INLINE)
+#if defined(TSTATE_INLINE_INITIAL_EXEC)
+#define TSG_INLINE_TLS_ __thread __attribute__((tls_model("initial-exec")))
+#else
+#define TSG_INLINE_TLS_ __thread
+#endif
+/* This thread's inline block, once it has called the library through
+ * this translation unit's inline functions; until then a closed block of
+ * this translation unit's (zero, never written). */
+static struct TSG_InlineState tsg_inline_closed_;
+static TSG_INLINE_TLS_ struct TSG_InlineState *tsg_inline_cache_ = &tsg_inline_closed_;
+/* On the way to the library: from the closed block to this thread's own. */
+static inline void tsg_inline_adopt_(void) {
+  if (tsg_inline_cache_ == &tsg_inline_closed_) {
+    struct TSG_InlineState *own = tsg_inline_state();
+    if (own != NULL)
+      tsg_inline_cache_ = own;
+  }
+}
+/* As tsg_ensure (same argument, same results). */
+static inline TSG_Token *tsg_ensure_inline(TSG_Guard *guard) {
+  struct TSG_InlineState *b = tsg_inline_cache_;
+  uint64_t g = (uint64_t)(uintptr_t)guard;
+  /* a closed block has guard 0: never counts (and guard_closes is read
+   * only while guard is set) */
+  if (__builtin_expect(g != 0 && g == b->guard && b->depth < b->limit &&
+                           __atomic_load_n(b->guard_closes, __ATOMIC_ACQUIRE) == b->guard_epoch &&
+                           (b->current == NULL || b->current() == b->expect),
+                       1)) {
+    uint32_t seq = b->next_seq;
+    b->next_seq = (seq + 1) & TSG_INLINE_SEQ_MASK;
+    b->seqs[b->depth++] = seq;
+    b->last_error = 0;
+    return (TSG_Token *)(uintptr_t)(b->tag_bits | seq);
+  }
+  tsg_inline_adopt_();
+  return tsg_ensure(guard);
+}
+/* As tsg_release (same argument, same results). */
+static inline void tsg_release_inline(TSG_Token *token) {
+  struct TSG_InlineState *b = tsg_inline_cache_;
+  uintptr_t t = (uintptr_t)token;
+  if (__builtin_expect(t <= 0x7FFFFFFF && b->depth > 0 &&
+                           (uint32_t)t == (b->tag_bits | b->seqs[b->depth - 1]) &&
+                           (b->current == NULL || b->current() == b->expect),
+                       1)) {
+    b->depth--;
+    b->last_error = 0;
+    return;
+  }
+  tsg_inline_adopt_();
+  tsg_release(token);
+}
+#else
+static inline TSG_Token *tsg_ensure_inline(TSG_Guard *guard) { return tsg_ensure(guard); }
+static inline void tsg_release_inline(TSG_Token *token) { tsg_release(token); }
+#endif
+#endif /* TSTATE_GUARD_INLINE_DEFINED */

@@ -8,7 +8,7 @@
 # Every function is declared nogil: they are meant for threads that do not
 # hold the GIL (see docs/python.md for a `with gil`-style helper).
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "tstate_capi.h":
     enum: TSTATE_CAPI_VERSION
@@ -42,6 +42,10 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t tag_bits
         uint32_t next_seq
         uint32_t seqs[16]
+        uint64_t guard
+        uint64_t guard_epoch
+        const uint64_t *guard_closes
+        int32_t last_error
     ctypedef struct TSE_Error:
         int code
         const char *message
@@ -98,6 +102,9 @@ cdef extern from "tstate_capi.h" nogil:
     int tse_diagnostics(TSE_Diagnostics *out)
     int tse_backend_info(TSE_BackendInfo *out)
     int tse_set_exit_bound(int64_t ms)
+    int tse_ensure_inline(uint64_t interp, const char **errmsg)
+    int tse_ensure_ex_inline(uint64_t interp, TSE_Error *err)
+    void tse_release_inline()
 
     # ---- the handle design ----
     enum: TSH_INLINE_SEQ_MASK
@@ -127,6 +134,10 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t tag_bits
         uint32_t next_seq
         uint32_t seqs[16]
+        uint64_t guard
+        uint64_t guard_epoch
+        const uint64_t *guard_closes
+        int32_t last_error
     ctypedef struct TSH_Holder:
         uint64_t thread_number
         uint64_t os_thread_id
@@ -177,6 +188,8 @@ cdef extern from "tstate_capi.h" nogil:
     int tsh_diagnostics(TSH_Diagnostics *out)
     int tsh_backend_info(TSH_BackendInfo *out)
     int tsh_set_exit_bound(int64_t ms)
+    int tsh_ensure_inline(uint64_t interp, const char **errmsg)
+    int tsh_release_inline(int handle)
 
     # ---- the activate design ----
     enum: TSA_ERR_NO_MEMORY
@@ -207,6 +220,10 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t tag_bits
         uint32_t next_seq
         uint32_t seqs[16]
+        uint64_t guard
+        uint64_t guard_epoch
+        const uint64_t *guard_closes
+        int32_t last_error
     ctypedef struct TSA_Holder:
         uint64_t thread_number
         uint64_t os_thread_id
@@ -261,8 +278,10 @@ cdef extern from "tstate_capi.h" nogil:
     int tsa_diagnostics(TSA_Diagnostics *out)
     int tsa_backend_info(TSA_BackendInfo *out)
     int tsa_set_exit_bound(int64_t ms)
+    int tsa_is_attached_inline(uint64_t interp)
 
     # ---- the guard design ----
+    enum: TSG_INLINE_SEQ_MASK
     enum: TSG_ERR_NO_MEMORY
     enum: TSG_ERR_FINALIZING
     enum: TSG_ERR_NO_SUCH_INTERPRETER
@@ -286,6 +305,19 @@ cdef extern from "tstate_capi.h" nogil:
         pass
     ctypedef struct TSG_View:
         pass
+    ctypedef struct TSG_InlineState:
+        uint64_t open
+        uint32_t depth
+        uint32_t limit
+        void *(*current)()
+        void *expect
+        uint32_t tag_bits
+        uint32_t next_seq
+        uint32_t seqs[16]
+        uint64_t guard
+        uint64_t guard_epoch
+        const uint64_t *guard_closes
+        int32_t last_error
     ctypedef void (*TSG_FatalHook)(int code, const char *message)
     ctypedef struct TSG_Holder:
         uint64_t thread_number
@@ -311,6 +343,7 @@ cdef extern from "tstate_capi.h" nogil:
         uint32_t python_major
         uint32_t python_minor
         uint32_t lock_modes
+    TSG_InlineState *tsg_inline_state()
     TSG_Guard *tsg_guard_from_current()
     TSG_Guard *tsg_guard_from_view(TSG_View *view)
     void tsg_guard_close(TSG_Guard *guard)
@@ -346,6 +379,8 @@ cdef extern from "tstate_capi.h" nogil:
     int tsg_diagnostics(TSG_Diagnostics *out)
     int tsg_backend_info(TSG_BackendInfo *out)
     int tsg_set_exit_bound(int64_t ms)
+    TSG_Token *tsg_ensure_inline(TSG_Guard *guard)
+    void tsg_release_inline(TSG_Token *token)
 
 
 # ---- a `with gil:`-style helper --------------------------------------------
@@ -357,13 +392,16 @@ cdef inline int tstate_attached(uint64_t interp, tstate_body body, void *arg) no
     # thread (one Python did not create included): body's result, or the
     # negative TSE_ERR_* code of the refusal (TSE_ERR_FINALIZING,
     # TSE_ERR_NO_SUCH_INTERPRETER, TSE_ERR_NO_MEMORY), in which case body
-    # did not run. The body is a GIL-requiring `cdef int f(void *) noexcept`
-    # cast to tstate_body: Cython warns that the cast circumvents its GIL
-    # check, which is sound here because body runs only between
-    # tse_ensure_ex and tse_release.
+    # did not run. A nested call (the thread attached to `interp` through
+    # the package already) takes the header's inline path
+    # (tse_ensure_ex_inline: no call into the library). The body is a
+    # GIL-requiring `cdef int f(void *) noexcept` cast to tstate_body:
+    # Cython warns that the cast circumvents its GIL check, which is sound
+    # here because body runs only between tse_ensure_ex_inline and
+    # tse_release_inline.
     cdef TSE_Error err
-    if tse_ensure_ex(interp, &err) < 0:
+    if tse_ensure_ex_inline(interp, &err) < 0:
         return err.code
     cdef int r = body(arg)
-    tse_release()
+    tse_release_inline()
     return r
