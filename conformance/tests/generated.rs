@@ -1,5 +1,7 @@
 //! Generated files are current: each facade's `src/shared.rs` (rendered
-//! from `conformance/templates/shared_abi.rs.in`) and its C header (cbindgen, the
+//! from `conformance/templates/shared_abi.rs.in`), the inline scaffolding of
+//! its header's trailer (`conformance/templates/inline_scaffold.h.in`, in its
+//! `cbindgen.toml`) and its C header (cbindgen, the
 //! version pinned by Cargo.lock). `TSTATE_BLESS=1` rewrites them instead of
 //! failing. Each header also compiles alone as C11 and C++17 with
 //! `-Wall -Wextra -Werror -pedantic`.
@@ -73,6 +75,49 @@ fn shared_abi_sources_are_current() {
                 &want,
             )
             .err()
+        })
+        .collect();
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// The inline scaffolding every header's trailer carries (the TLS-model
+/// macro, the closed block, the cached address, the adopt step), rendered
+/// from the one template for facade `name` with C prefix `prefix`.
+fn render_inline_scaffold(name: &str, prefix: &str) -> String {
+    include_str!("../templates/inline_scaffold.h.in")
+        .replace("__p__", prefix)
+        .replace("__P__", &prefix.to_ascii_uppercase())
+        .replace("__F__", &name.to_ascii_uppercase())
+}
+
+/// The scaffolding in each facade's `cbindgen.toml` trailer is the
+/// template's (run this before `headers_are_current` when blessing:
+/// `TSTATE_BLESS=1` rewrites the trailer, then the header).
+#[test]
+fn inline_scaffolds_are_current() {
+    const BEGIN: &str = "/* inline scaffold: GENERATED";
+    const END: &str = "/* end of inline scaffold */\n";
+    let errs: Vec<String> = FACADES
+        .iter()
+        .filter_map(|(name, prefix)| {
+            let path = workspace().join(format!("ffi-{name}/cbindgen.toml"));
+            let have = std::fs::read_to_string(&path).unwrap();
+            let Some(i) = have.find(BEGIN) else {
+                return Some(format!("{}: no inline scaffold", path.display()));
+            };
+            let Some(j) = have[i..].find(END).map(|j| i + j + END.len()) else {
+                return Some(format!(
+                    "{}: the inline scaffold does not end",
+                    path.display()
+                ));
+            };
+            let want = format!(
+                "{}{}{}",
+                &have[..i],
+                render_inline_scaffold(name, prefix),
+                &have[j..]
+            );
+            check_file(&path, &want).err()
         })
         .collect();
     assert!(errs.is_empty(), "{}", errs.join("\n"));

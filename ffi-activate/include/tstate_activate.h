@@ -738,8 +738,10 @@ int tsa_set_exit_bound(int64_t ms);
  * attached one), else it calls tsa_is_attached. TLS model,
  * TSTATE_INLINE_INITIAL_EXEC and TSTATE_ACTIVATE_NO_INLINE: as in
  * tstate_ensure.h. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ACTIVATE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -748,10 +750,21 @@ int tsa_set_exit_bound(int64_t ms);
 #define TSA_INLINE_TLS_ __thread
 #endif
 /* This thread's inline block, once it has called the library through
- * this translation unit's inline function; until then a closed block of
- * this translation unit's (zero, never written). */
+ * this translation unit's inline functions; until then a closed block of
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
 static struct TSA_InlineState tsa_inline_closed_;
 static TSA_INLINE_TLS_ struct TSA_InlineState *tsa_inline_cache_ = &tsa_inline_closed_;
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tsa_inline_adopt_(const struct TSA_InlineState *b) {
+  if (b == &tsa_inline_closed_) {
+    struct TSA_InlineState *own = tsa_inline_state();
+    if (own != NULL)
+      tsa_inline_cache_ = own;
+  }
+}
+/* end of inline scaffold */
 /* As tsa_is_attached (same argument, same result). */
 static inline int tsa_is_attached_inline(uint64_t interp) {
   struct TSA_InlineState *b = tsa_inline_cache_;
@@ -759,11 +772,7 @@ static inline int tsa_is_attached_inline(uint64_t interp) {
                            (b->current == NULL || b->current() == b->expect),
                        1))
     return 1;
-  if (b == &tsa_inline_closed_) {
-    struct TSA_InlineState *own = tsa_inline_state();
-    if (own != NULL)
-      tsa_inline_cache_ = own;
-  }
+  tsa_inline_adopt_(b);
   return tsa_is_attached(interp);
 }
 #else

@@ -732,8 +732,10 @@ int tse_set_exit_bound(int64_t ms);
  * memory in static TLS block"); meant for executables and libraries loaded
  * at start-up. Defining TSTATE_ENSURE_NO_INLINE (or a compiler without GNU
  * C's __thread) makes both plain calls of the exported functions. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ENSURE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -747,14 +749,16 @@ int tse_set_exit_bound(int64_t ms);
  * call to the library. */
 static struct TSE_InlineState tse_inline_closed_;
 static TSE_INLINE_TLS_ struct TSE_InlineState *tse_inline_cache_ = &tse_inline_closed_;
-/* On the way to the library: from the closed block to this thread's own. */
-static inline void tse_inline_adopt_(void) {
-  if (tse_inline_cache_ == &tse_inline_closed_) {
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tse_inline_adopt_(const struct TSE_InlineState *b) {
+  if (b == &tse_inline_closed_) {
     struct TSE_InlineState *own = tse_inline_state();
     if (own != NULL)
       tse_inline_cache_ = own;
   }
 }
+/* end of inline scaffold */
 /* Counts a nested span of `interp` in the block if it may (1), else
  * adopts the thread's own block on the way to the library (0). */
 static inline int tse_inline_count_(uint64_t interp) {
@@ -766,7 +770,7 @@ static inline int tse_inline_count_(uint64_t interp) {
     b->depth++;
     return 1;
   }
-  tse_inline_adopt_();
+  tse_inline_adopt_(b);
   return 0;
 }
 /* As tse_ensure (same arguments, same results). */
@@ -785,7 +789,7 @@ static inline void tse_release_inline(void) {
     b->depth--;
     return;
   }
-  tse_inline_adopt_();
+  tse_inline_adopt_(b);
   tse_release();
 }
 #else

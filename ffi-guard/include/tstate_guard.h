@@ -825,8 +825,10 @@ int tsg_set_exit_bound(int64_t ms);
  * misuse as always. Mixing them with the exported functions is allowed.
  * TLS model, TSTATE_INLINE_INITIAL_EXEC and TSTATE_GUARD_NO_INLINE: as in
  * tstate_ensure.h. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_GUARD_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -836,17 +838,20 @@ int tsg_set_exit_bound(int64_t ms);
 #endif
 /* This thread's inline block, once it has called the library through
  * this translation unit's inline functions; until then a closed block of
- * this translation unit's (zero, never written). */
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
 static struct TSG_InlineState tsg_inline_closed_;
 static TSG_INLINE_TLS_ struct TSG_InlineState *tsg_inline_cache_ = &tsg_inline_closed_;
-/* On the way to the library: from the closed block to this thread's own. */
-static inline void tsg_inline_adopt_(void) {
-  if (tsg_inline_cache_ == &tsg_inline_closed_) {
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tsg_inline_adopt_(const struct TSG_InlineState *b) {
+  if (b == &tsg_inline_closed_) {
     struct TSG_InlineState *own = tsg_inline_state();
     if (own != NULL)
       tsg_inline_cache_ = own;
   }
 }
+/* end of inline scaffold */
 /* As tsg_ensure (same argument, same results). */
 static inline TSG_Token *tsg_ensure_inline(TSG_Guard *guard) {
   struct TSG_InlineState *b = tsg_inline_cache_;
@@ -863,7 +868,7 @@ static inline TSG_Token *tsg_ensure_inline(TSG_Guard *guard) {
     b->last_error = 0;
     return (TSG_Token *)(uintptr_t)(b->tag_bits | seq);
   }
-  tsg_inline_adopt_();
+  tsg_inline_adopt_(b);
   return tsg_ensure(guard);
 }
 /* As tsg_release (same argument, same results). */
@@ -878,7 +883,7 @@ static inline void tsg_release_inline(TSG_Token *token) {
     b->last_error = 0;
     return;
   }
-  tsg_inline_adopt_();
+  tsg_inline_adopt_(b);
   tsg_release(token);
 }
 #else

@@ -694,8 +694,10 @@ int tsh_set_exit_bound(int64_t ms);
  * tsh_release, which report misuse as always. Mixing them with the
  * exported functions is allowed. TLS model, TSTATE_INLINE_INITIAL_EXEC and
  * TSTATE_HANDLE_NO_INLINE: as in tstate_ensure.h. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_HANDLE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -705,17 +707,20 @@ int tsh_set_exit_bound(int64_t ms);
 #endif
 /* This thread's inline block, once it has called the library through
  * this translation unit's inline functions; until then a closed block of
- * this translation unit's (zero, never written). */
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
 static struct TSH_InlineState tsh_inline_closed_;
 static TSH_INLINE_TLS_ struct TSH_InlineState *tsh_inline_cache_ = &tsh_inline_closed_;
-/* On the way to the library: from the closed block to this thread's own. */
-static inline void tsh_inline_adopt_(void) {
-  if (tsh_inline_cache_ == &tsh_inline_closed_) {
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tsh_inline_adopt_(const struct TSH_InlineState *b) {
+  if (b == &tsh_inline_closed_) {
     struct TSH_InlineState *own = tsh_inline_state();
     if (own != NULL)
       tsh_inline_cache_ = own;
   }
 }
+/* end of inline scaffold */
 /* As tsh_ensure (same arguments, same results). */
 static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {
   struct TSH_InlineState *b = tsh_inline_cache_;
@@ -728,7 +733,7 @@ static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {
     b->seqs[b->depth++] = seq;
     return (int)(b->tag_bits | seq);
   }
-  tsh_inline_adopt_();
+  tsh_inline_adopt_(b);
   return tsh_ensure(interp, errmsg);
 }
 /* As tsh_release (same argument, same results). */
@@ -740,7 +745,7 @@ static inline int tsh_release_inline(int handle) {
     b->depth--;
     return 0;
   }
-  tsh_inline_adopt_();
+  tsh_inline_adopt_(b);
   return tsh_release(handle);
 }
 #else

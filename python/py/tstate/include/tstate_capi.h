@@ -3486,8 +3486,10 @@ static inline int tsg_set_exit_bound(int64_t ms) {
  * memory in static TLS block"); meant for executables and libraries loaded
  * at start-up. Defining TSTATE_ENSURE_NO_INLINE (or a compiler without GNU
  * C's __thread) makes both plain calls of the exported functions. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ENSURE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -3501,14 +3503,16 @@ static inline int tsg_set_exit_bound(int64_t ms) {
  * call to the library. */
 static struct TSE_InlineState tse_inline_closed_;
 static TSE_INLINE_TLS_ struct TSE_InlineState *tse_inline_cache_ = &tse_inline_closed_;
-/* On the way to the library: from the closed block to this thread's own. */
-static inline void tse_inline_adopt_(void) {
-  if (tse_inline_cache_ == &tse_inline_closed_) {
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tse_inline_adopt_(const struct TSE_InlineState *b) {
+  if (b == &tse_inline_closed_) {
     struct TSE_InlineState *own = tse_inline_state();
     if (own != NULL)
       tse_inline_cache_ = own;
   }
 }
+/* end of inline scaffold */
 /* Counts a nested span of `interp` in the block if it may (1), else
  * adopts the thread's own block on the way to the library (0). */
 static inline int tse_inline_count_(uint64_t interp) {
@@ -3520,7 +3524,7 @@ static inline int tse_inline_count_(uint64_t interp) {
     b->depth++;
     return 1;
   }
-  tse_inline_adopt_();
+  tse_inline_adopt_(b);
   return 0;
 }
 /* As tse_ensure (same arguments, same results). */
@@ -3539,7 +3543,7 @@ static inline void tse_release_inline(void) {
     b->depth--;
     return;
   }
-  tse_inline_adopt_();
+  tse_inline_adopt_(b);
   tse_release();
 }
 #else
@@ -3576,8 +3580,10 @@ static inline void tse_release_inline(void) { tse_release(); }
  * tsh_release, which report misuse as always. Mixing them with the
  * exported functions is allowed. TLS model, TSTATE_INLINE_INITIAL_EXEC and
  * TSTATE_HANDLE_NO_INLINE: as in tstate_ensure.h. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_HANDLE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -3587,17 +3593,20 @@ static inline void tse_release_inline(void) { tse_release(); }
 #endif
 /* This thread's inline block, once it has called the library through
  * this translation unit's inline functions; until then a closed block of
- * this translation unit's (zero, never written). */
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
 static struct TSH_InlineState tsh_inline_closed_;
 static TSH_INLINE_TLS_ struct TSH_InlineState *tsh_inline_cache_ = &tsh_inline_closed_;
-/* On the way to the library: from the closed block to this thread's own. */
-static inline void tsh_inline_adopt_(void) {
-  if (tsh_inline_cache_ == &tsh_inline_closed_) {
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tsh_inline_adopt_(const struct TSH_InlineState *b) {
+  if (b == &tsh_inline_closed_) {
     struct TSH_InlineState *own = tsh_inline_state();
     if (own != NULL)
       tsh_inline_cache_ = own;
   }
 }
+/* end of inline scaffold */
 /* As tsh_ensure (same arguments, same results). */
 static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {
   struct TSH_InlineState *b = tsh_inline_cache_;
@@ -3610,7 +3619,7 @@ static inline int tsh_ensure_inline(uint64_t interp, const char **errmsg) {
     b->seqs[b->depth++] = seq;
     return (int)(b->tag_bits | seq);
   }
-  tsh_inline_adopt_();
+  tsh_inline_adopt_(b);
   return tsh_ensure(interp, errmsg);
 }
 /* As tsh_release (same argument, same results). */
@@ -3622,7 +3631,7 @@ static inline int tsh_release_inline(int handle) {
     b->depth--;
     return 0;
   }
-  tsh_inline_adopt_();
+  tsh_inline_adopt_(b);
   return tsh_release(handle);
 }
 #else
@@ -3659,8 +3668,10 @@ static inline int tsh_release_inline(int handle) { return tsh_release(handle); }
  * attached one), else it calls tsa_is_attached. TLS model,
  * TSTATE_INLINE_INITIAL_EXEC and TSTATE_ACTIVATE_NO_INLINE: as in
  * tstate_ensure.h. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_ACTIVATE_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -3669,10 +3680,21 @@ static inline int tsh_release_inline(int handle) { return tsh_release(handle); }
 #define TSA_INLINE_TLS_ __thread
 #endif
 /* This thread's inline block, once it has called the library through
- * this translation unit's inline function; until then a closed block of
- * this translation unit's (zero, never written). */
+ * this translation unit's inline functions; until then a closed block of
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
 static struct TSA_InlineState tsa_inline_closed_;
 static TSA_INLINE_TLS_ struct TSA_InlineState *tsa_inline_cache_ = &tsa_inline_closed_;
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tsa_inline_adopt_(const struct TSA_InlineState *b) {
+  if (b == &tsa_inline_closed_) {
+    struct TSA_InlineState *own = tsa_inline_state();
+    if (own != NULL)
+      tsa_inline_cache_ = own;
+  }
+}
+/* end of inline scaffold */
 /* As tsa_is_attached (same argument, same result). */
 static inline int tsa_is_attached_inline(uint64_t interp) {
   struct TSA_InlineState *b = tsa_inline_cache_;
@@ -3680,11 +3702,7 @@ static inline int tsa_is_attached_inline(uint64_t interp) {
                            (b->current == NULL || b->current() == b->expect),
                        1))
     return 1;
-  if (b == &tsa_inline_closed_) {
-    struct TSA_InlineState *own = tsa_inline_state();
-    if (own != NULL)
-      tsa_inline_cache_ = own;
-  }
+  tsa_inline_adopt_(b);
   return tsa_is_attached(interp);
 }
 #else
@@ -3729,8 +3747,10 @@ static inline int tsa_is_attached_inline(uint64_t interp) { return tsa_is_attach
  * misuse as always. Mixing them with the exported functions is allowed.
  * TLS model, TSTATE_INLINE_INITIAL_EXEC and TSTATE_GUARD_NO_INLINE: as in
  * tstate_ensure.h. */
-/* The cached block address is this library's thread-local: valid while
- * the library stays loaded (dlclose-ing it while code that used these
+/* inline scaffold: GENERATED from conformance/templates/inline_scaffold.h.in
+ * (the same in every facade header; conformance/tests/generated.rs). The
+ * cached block address is this library's thread-local: valid while the
+ * library stays loaded (dlclose-ing it while code that used these
  * functions stays loaded is not supported). */
 #if defined(__GNUC__) && !defined(TSTATE_GUARD_NO_INLINE)
 #if defined(TSTATE_INLINE_INITIAL_EXEC)
@@ -3740,17 +3760,20 @@ static inline int tsa_is_attached_inline(uint64_t interp) { return tsa_is_attach
 #endif
 /* This thread's inline block, once it has called the library through
  * this translation unit's inline functions; until then a closed block of
- * this translation unit's (zero, never written). */
+ * this translation unit's (zero, never written), which sends every inline
+ * call to the library. */
 static struct TSG_InlineState tsg_inline_closed_;
 static TSG_INLINE_TLS_ struct TSG_InlineState *tsg_inline_cache_ = &tsg_inline_closed_;
-/* On the way to the library: from the closed block to this thread's own. */
-static inline void tsg_inline_adopt_(void) {
-  if (tsg_inline_cache_ == &tsg_inline_closed_) {
+/* On the way to the library: from the closed block to this thread's own
+ * (`b`: the cached address the caller read). */
+static inline void tsg_inline_adopt_(const struct TSG_InlineState *b) {
+  if (b == &tsg_inline_closed_) {
     struct TSG_InlineState *own = tsg_inline_state();
     if (own != NULL)
       tsg_inline_cache_ = own;
   }
 }
+/* end of inline scaffold */
 /* As tsg_ensure (same argument, same results). */
 static inline TSG_Token *tsg_ensure_inline(TSG_Guard *guard) {
   struct TSG_InlineState *b = tsg_inline_cache_;
@@ -3767,7 +3790,7 @@ static inline TSG_Token *tsg_ensure_inline(TSG_Guard *guard) {
     b->last_error = 0;
     return (TSG_Token *)(uintptr_t)(b->tag_bits | seq);
   }
-  tsg_inline_adopt_();
+  tsg_inline_adopt_(b);
   return tsg_ensure(guard);
 }
 /* As tsg_release (same argument, same results). */
@@ -3782,7 +3805,7 @@ static inline void tsg_release_inline(TSG_Token *token) {
     b->last_error = 0;
     return;
   }
-  tsg_inline_adopt_();
+  tsg_inline_adopt_(b);
   tsg_release(token);
 }
 #else
