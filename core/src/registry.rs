@@ -330,6 +330,7 @@ impl<B: Backend> Registry<B> {
         owner: u64,
         kind: TsKind,
         data: B::TState,
+        spare: Option<Arc<TState<B>>>,
     ) -> Result<Arc<TState<B>>> {
         self.alloc_point()?;
         let mut map = self.tstates.lock();
@@ -342,13 +343,26 @@ impl<B: Backend> Registry<B> {
         }
         let id = map
             .insert_with(|id| {
-                Arc::new(TState::new(
+                let t = TState::new(
                     ThreadStateId::from_raw(id),
                     interp.clone(),
                     owner,
                     kind,
                     data,
-                ))
+                );
+                // a deleted record of the caller's, if nothing else holds it
+                // (checked again here: `get_mut` is the proof), is rewritten
+                // in place instead of a new allocation
+                match spare {
+                    Some(mut a) => match Arc::get_mut(&mut a) {
+                        Some(slot) => {
+                            *slot = t;
+                            a
+                        }
+                        None => Arc::new(t),
+                    },
+                    None => Arc::new(t),
+                }
             })
             .ok_or(Error::NoMemory)?;
         Ok(map.get(id).expect("just inserted").clone())

@@ -399,6 +399,16 @@ pub(crate) struct RtCtx<B: Backend> {
     inline: *mut InlineState,
     /// The block counts spans with sequence numbers ([`InlineExport`]).
     inline_tickets: bool,
+    /// The record of a thread state this thread deleted, kept for its
+    /// allocation: the thread's next new thread state (on any interpreter)
+    /// is written into it, so the explicit design's New + Delete cycle
+    /// allocates nothing. Only ever a record nothing else references
+    /// (`Arc::get_mut` succeeded when it was put here, and nothing can clone
+    /// it since: it is in no registry and no table). One per thread at most;
+    /// dropped with its interpreter's entry when prune removes that (so it
+    /// never keeps a finalized interpreter alive past the entry), and with
+    /// the context.
+    spare_ts: Option<Arc<TState<B>>>,
 }
 
 /// The backend-independent first field of every [`ThreadCtx`] (so code that
@@ -1515,6 +1525,7 @@ impl<B: Backend> RtCtx<B> {
                 .inline_export()
                 .map_or(std::ptr::null_mut(), |e| (e.slot)()),
             inline_tickets: reg.inline_export().is_some_and(|e| e.tickets),
+            spare_ts: None,
             reg,
             info,
             tag,
@@ -1918,9 +1929,10 @@ impl<B: Backend> RtCtx<B> {
                 .try_reserve(want.saturating_sub(self.free_locals.len()))
                 .map_err(|_| Error::NoMemory)?;
         }
+        let spare = self.spare_ts.take();
         let ts = self
             .reg
-            .insert_tstate(interp, self.info.number, kind, data)?;
+            .insert_tstate(interp, self.info.number, kind, data, spare)?;
         if kind == TsKind::Borrowed {
             self.borrowed += 1;
         }
@@ -2284,13 +2296,18 @@ impl<B: Backend> RtCtx<B> {
     }
 
     fn delete_local(&mut self, idx: u32) {
-        let l = self.take_local(idx);
+        let mut l = self.take_local(idx);
         if !l.ts.is_deleted() {
             self.reg.remove_tstate(&l.ts);
         }
         let e = self.il_mut(l.il);
         if e.home == idx {
             e.home = NONE;
+        }
+        // the registry no longer holds it: if nothing else does, keep its
+        // allocation for this thread's next new thread state
+        if self.spare_ts.is_none() && Arc::get_mut(&mut l.ts).is_some() {
+            self.spare_ts = Some(l.ts);
         }
     }
 
@@ -2509,6 +2526,13 @@ impl<B: Backend> RtCtx<B> {
                 deferred = true;
             } else {
                 let e = self.interps[i].take().expect("checked");
+                if self
+                    .spare_ts
+                    .as_ref()
+                    .is_some_and(|t| Arc::ptr_eq(&t.interp, &e.interp))
+                {
+                    self.spare_ts = None;
+                }
                 self.interp_index.remove(&e.interp.id.as_raw());
                 // never allocates: capacity ≥ interps.len() (interp_local)
                 self.free_interps.push(i as u32);

@@ -89,7 +89,8 @@ fn repeated_fresh_nested_and_reattach_paths_allocate_nothing() {
 /// A thread that keeps using short-lived interpreters (each created,
 /// entered, left and finalized) keeps its per-thread tables bounded: the
 /// records of finalized interpreters are pruned, also when the prune that
-/// first saw them had to leave one for later because a span still used it.
+/// first saw them had to leave one for later because a span still used it,
+/// and with them the spare record a deleted thread state left.
 #[test]
 fn a_thread_cycling_through_short_lived_interpreters_does_not_grow() {
     let rt = Runtime::new();
@@ -98,6 +99,12 @@ fn a_thread_cycling_through_short_lived_interpreters_does_not_grow() {
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let t = rt.ensure(sub).unwrap();
         rt.release_ticket(t).unwrap();
+        // a deleted explicit thread state leaves its record as the entry's
+        // spare: it must go with the entry
+        let ts = rt.new_thread_state(sub).unwrap();
+        rt.activate(ts).unwrap();
+        rt.deactivate(ts).unwrap();
+        rt.delete_thread_state(ts).unwrap();
         if k % 2 == 0 {
             // finalized while this thread is inside a span of main: the
             // next prune runs with a frame open
@@ -121,6 +128,98 @@ fn a_thread_cycling_through_short_lived_interpreters_does_not_grow() {
         grown < 4096,
         "2,000 create/enter/finalize cycles left {grown} bytes live on this thread"
     );
+}
+
+/// The record a deleted thread state leaves for reuse (the thread's spare)
+/// does not keep its finalized interpreter alive: when the thread's next
+/// first use of an interpreter prunes the gone interpreter's entry, the
+/// spare goes with it, so the thread's live bytes come back to where they
+/// were before the interpreter was created.
+#[test]
+fn the_spare_record_goes_with_its_finalized_interpreter() {
+    let rt = Runtime::new();
+    let live = || LIVE.with(Cell::get);
+    for _ in 0..4 {
+        // warm up this thread's tables and the registry's; the ensure
+        // takes the spare the delete left (its record is pruned, not
+        // deleted, so it leaves none): no spare is left to compensate
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        let ts = rt.new_thread_state(sub).unwrap();
+        rt.delete_thread_state(ts).unwrap();
+        let t = rt.ensure(sub).unwrap();
+        rt.release_ticket(t).unwrap();
+        rt.finalize(sub, None).unwrap();
+    }
+    // a first use that fails after its prune (the allocation point after
+    // it is refused) prunes and creates nothing: the next new thread state
+    // cannot consume the spare and hide it
+    let probe = rt.create_interpreter(LockMode::Own).unwrap();
+    let prune = || {
+        rt.fail_allocations(0, 1);
+        let r = rt.ensure(probe);
+        rt.fail_allocations(0, 0);
+        assert!(matches!(r, Err(tstate_core::Error::NoMemory)));
+    };
+    prune();
+    let before = live();
+    let sub = rt.create_interpreter(LockMode::Own).unwrap();
+    let ts = rt.new_thread_state(sub).unwrap();
+    rt.activate(ts).unwrap();
+    rt.deactivate(ts).unwrap();
+    rt.delete_thread_state(ts).unwrap(); // its record becomes the spare
+    rt.finalize(sub, None).unwrap();
+    prune(); // removes `sub`'s entry, and with it the spare
+    let left = live() - before;
+    assert!(
+        left <= 0,
+        "a finalized interpreter's spare record kept {left} bytes live"
+    );
+}
+
+/// The explicit design's idiom, a thread state per task: New + Activate +
+/// Deactivate + Delete, on the main interpreter and on a subinterpreter,
+/// nested in a span of another interpreter and not. After the first cycle
+/// on an interpreter, each New writes into the record the thread's last
+/// Delete left (the thread's spare record), so the cycle
+/// allocates nothing.
+#[test]
+fn the_explicit_design_s_new_and_delete_reuse_the_deleted_record() {
+    let rt = Runtime::new();
+    let main = rt.main_interpreter().unwrap();
+    let sub = rt.create_interpreter(LockMode::Own).unwrap();
+    let cycle = |rt: &Runtime, id| {
+        let ts = rt.new_thread_state(id).unwrap();
+        rt.activate(ts).unwrap();
+        rt.work(id).unwrap();
+        rt.deactivate(ts).unwrap();
+        rt.delete_thread_state(ts).unwrap();
+        ts
+    };
+    let round = |rt: &Runtime| {
+        cycle(rt, main);
+        cycle(rt, sub);
+        // inside a span of the other interpreter
+        let t = rt.ensure(main).unwrap();
+        cycle(rt, sub);
+        rt.release_ticket(t).unwrap();
+    };
+    round(&rt); // warm up: this thread's tables and the first records
+    cycle(&rt, main);
+    let before = allocs();
+    let mut last = None;
+    for _ in 0..1000 {
+        round(&rt);
+        last = Some(cycle(&rt, main));
+    }
+    assert_eq!(allocs() - before, 0, "allocations per New + Delete");
+    // a reused record still gets a new id: the deleted one stays stale
+    let stale = last.unwrap();
+    let fresh = rt.new_thread_state(main).unwrap();
+    assert_ne!(fresh, stale);
+    assert_eq!(rt.activate(stale), Err(tstate_core::Error::InvalidHandle));
+    rt.activate(fresh).unwrap();
+    rt.deactivate(fresh).unwrap();
+    rt.delete_thread_state(fresh).unwrap();
 }
 
 /// The guard design with a guard the caller keeps (PEP 788's idiom):
