@@ -324,6 +324,9 @@ impl<B: Backend> Registry<B> {
     /// new thread states — checked under the registry's lock, under which a
     /// finalization also removes its records, so a record is either refused
     /// or removed by that finalization: it never outlives its interpreter.
+    /// `spare`, a record of the caller's that nothing else references (a
+    /// deleted one, see `RtCtx::spare_ts`), is rewritten in place instead
+    /// of allocating a new one; if it is shared after all it is dropped.
     pub(crate) fn insert_tstate(
         &self,
         interp: &Arc<Interp<B>>,
@@ -350,19 +353,7 @@ impl<B: Backend> Registry<B> {
                     kind,
                     data,
                 );
-                // a deleted record of the caller's, if nothing else holds it
-                // (checked again here: `get_mut` is the proof), is rewritten
-                // in place instead of a new allocation
-                match spare {
-                    Some(mut a) => match Arc::get_mut(&mut a) {
-                        Some(slot) => {
-                            *slot = t;
-                            a
-                        }
-                        None => Arc::new(t),
-                    },
-                    None => Arc::new(t),
-                }
+                reuse_or_new(spare, t)
             })
             .ok_or(Error::NoMemory)?;
         Ok(map.get(id).expect("just inserted").clone())
@@ -561,5 +552,21 @@ impl<B: Backend> Registry<B> {
             exclusion_violations: c.exclusion_violations.load(Ordering::Relaxed),
             work_after_finalize: c.work_after_finalize.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// `value` in `spare`'s allocation when nothing else references it
+/// (`Arc::get_mut` is the proof), else in a new one.
+#[inline(always)]
+fn reuse_or_new<T>(spare: Option<Arc<T>>, value: T) -> Arc<T> {
+    match spare {
+        Some(mut a) => match Arc::get_mut(&mut a) {
+            Some(slot) => {
+                *slot = value;
+                a
+            }
+            None => Arc::new(value),
+        },
+        None => Arc::new(value),
     }
 }

@@ -99,8 +99,8 @@ fn a_thread_cycling_through_short_lived_interpreters_does_not_grow() {
         let sub = rt.create_interpreter(LockMode::Own).unwrap();
         let t = rt.ensure(sub).unwrap();
         rt.release_ticket(t).unwrap();
-        // a deleted explicit thread state leaves its record as the entry's
-        // spare: it must go with the entry
+        // a deleted explicit thread state leaves its record as the
+        // thread's spare: it must not keep the finalized `sub` alive
         let ts = rt.new_thread_state(sub).unwrap();
         rt.activate(ts).unwrap();
         rt.deactivate(ts).unwrap();
