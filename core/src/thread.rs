@@ -1641,19 +1641,28 @@ impl<B: Backend> RtCtx<B> {
     /// Re-attaches a thread state this thread holds its interpreter open
     /// with (always succeeds; may wait for the lock). Skips one whose
     /// interpreter is gone.
+    #[inline(always)]
     fn reattach(&mut self, idx: u32) {
-        if idx != NONE && !self.ts(idx).is_deleted() {
-            // borrowed, not cloned: no reference-count round trip per call
-            let ts = self.ts(idx);
-            self.backend().attach(&ts.interp, ts, false);
-            if ts.is_deleted() {
-                // its interpreter was finalized while this thread waited for
-                // the lock (a daemon span: no hold kept it open)
-                self.backend().detach(&ts.interp, ts);
-                return;
-            }
-            self.set_current(idx);
+        // most releases re-attach nothing: no call for them
+        if idx != NONE {
+            self.reattach_local(idx);
         }
+    }
+
+    fn reattach_local(&mut self, idx: u32) {
+        // borrowed, not cloned: no reference-count round trip per call
+        let ts = self.ts(idx);
+        if ts.is_deleted() {
+            return;
+        }
+        self.backend().attach(&ts.interp, ts, false);
+        if ts.is_deleted() {
+            // its interpreter was finalized while this thread waited for
+            // the lock (a daemon span: no hold kept it open)
+            self.backend().detach(&ts.interp, ts);
+            return;
+        }
+        self.set_current(idx);
     }
 
     /// Whether the fast paths may trust the record: always on the model; on
@@ -1965,8 +1974,6 @@ impl<B: Backend> RtCtx<B> {
     /// hold if it was this thread's last span there; on the model's
     /// own-lock interpreters, unlock and release are one CAS.
     fn end_enter(&mut self, ts: u32, kind: SpanKind, held: bool) {
-        let t = self.ts(ts).clone();
-        let interp = t.interp.clone();
         let il = self.local(ts).il;
         let last = held && {
             let e = self.il_mut(il);
@@ -1974,34 +1981,42 @@ impl<B: Backend> RtCtx<B> {
             e.cell.spans.store(e.spans, Ordering::Release);
             e.spans == 0
         };
+        // borrowed, not cloned: no reference-count round trip per span
+        let t = self.ts(ts);
+        let interp = &t.interp;
         t.set_attached(false);
         let keep = match (t.kind, kind) {
             (TsKind::Ensure, _) => {
-                B::reuse(&interp, self.reg.options.reuse) == ReusePolicy::KeepAndReset
+                B::reuse(interp, self.reg.options.reuse) == ReusePolicy::KeepAndReset
             }
-            (TsKind::Explicit, _) => B::keep_between_spans(&interp),
+            (TsKind::Explicit, _) => B::keep_between_spans(interp),
             (TsKind::Borrowed, _) => true,
         };
-        if t.kind == TsKind::Ensure && keep {
-            self.backend().reset(&t);
-        }
         if keep {
-            if last && B::lock_in_gate(&interp) {
+            if t.kind == TsKind::Ensure {
+                self.backend().reset(t);
+            }
+            if last && B::lock_in_gate(interp) {
                 interp.gate.release_hold(true);
             } else {
-                self.backend().detach(&interp, &t);
+                self.backend().detach(interp, t);
                 if last {
                     interp.gate.release_hold(false);
                 }
             }
-        } else {
-            self.backend().dematerialize(&interp, &t, true);
-            if t.kind == TsKind::Ensure {
-                self.delete_local(ts);
-            }
+            return;
+        }
+        self.backend().dematerialize(interp, t, true);
+        if t.kind == TsKind::Ensure {
+            // the hold is released after the record goes: keep the
+            // interpreter (not the record, which may become the spare)
+            let interp = interp.clone();
+            self.delete_local(ts);
             if last {
                 interp.gate.release_hold(false);
             }
+        } else if last {
+            interp.gate.release_hold(false);
         }
     }
 
@@ -2012,9 +2027,10 @@ impl<B: Backend> RtCtx<B> {
                 FrameKind::Enter(kind) => self.end_enter(f.ts, kind, true),
                 FrameKind::Daemon => self.end_enter(f.ts, SpanKind::Ensure, false),
                 _ => {
-                    let t = self.ts(f.ts).clone();
+                    // borrowed, not cloned, as in `detach_current`
+                    let t = self.ts(f.ts);
                     t.set_attached(false);
-                    self.backend().detach(&t.interp, &t);
+                    self.backend().detach(&t.interp, t);
                 }
             }
         }

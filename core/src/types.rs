@@ -198,7 +198,9 @@ pub enum ReusePolicy {
     #[default]
     KeepAndReset,
     /// Delete it (CPython's `PyGILState_Release` behaviour): the next ensure
-    /// allocates a new one.
+    /// creates a new one (a new id; the backend's thread state is new —
+    /// CPython allocates a `PyThreadState` — while the library's record of
+    /// the deleted one is reused, as the thread's spare).
     DeleteOnRelease,
 }
 

@@ -222,6 +222,34 @@ fn the_explicit_design_s_new_and_delete_reuse_the_deleted_record() {
     rt.delete_thread_state(fresh).unwrap();
 }
 
+/// Under `ReusePolicy::DeleteOnRelease` (CPython's `PyGILState_Release`
+/// behaviour) a pool thread's top-level ensure/release deletes its thread
+/// state every time; the deleted record becomes the thread's spare, so the
+/// next ensure's new thread state (a new id) is written into it and the
+/// cycle allocates nothing on the model (CPython allocates its own
+/// `PyThreadState` regardless).
+#[test]
+fn delete_on_release_ensure_reuses_the_deleted_record() {
+    let rt = Runtime::with_options(tstate_core::RuntimeOptions {
+        reuse: tstate_core::ReusePolicy::DeleteOnRelease,
+        ..Default::default()
+    });
+    let main = rt.main_interpreter().unwrap();
+    let sub = rt.create_interpreter(LockMode::Own).unwrap();
+    let round = |rt: &Runtime| {
+        for id in [main, sub] {
+            let t = rt.ensure(id).unwrap();
+            rt.release_ticket(t).unwrap();
+        }
+    };
+    round(&rt); // warm up: this thread's tables and the first records
+    let before = allocs();
+    for _ in 0..1000 {
+        round(&rt);
+    }
+    assert_eq!(allocs() - before, 0, "allocations per ensure + release");
+}
+
 /// The guard design with a guard the caller keeps (PEP 788's idiom):
 /// `Ensure(guard)` + `Release(token)` nested (A), on a thread holding
 /// nothing (C) and after a save (B) allocate nothing, whether the guard's
