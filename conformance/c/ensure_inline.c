@@ -160,6 +160,16 @@ static void *external_detach(void *arg) {
     CHECK_EQ(PyRun_SimpleString("y = sum(range(10))"), 0);
     tse_release_inline(); /* back to what it found: detached */
     CHECK(!PyGILState_Check());
+    /* again in the same nogil block: the library's record now agrees that
+       nothing is attached (the re-attach fast path) */
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(tse_ensure_inline(m, NULL), 0);
+        CHECK(PyGILState_Check());
+        CHECK(PyThreadState_Get() == ts);
+        CHECK_EQ(PyRun_SimpleString("y = sum(range(10))"), 0);
+        tse_release_inline();
+        CHECK(!PyGILState_Check());
+    }
     PyEval_RestoreThread(ts);
     CHECK(PyGILState_Check());
     tse_release_inline();

@@ -432,13 +432,30 @@ impl<B: Backend> Runtime<B> {
     fn ensure_with_guard_slow(&self, g: GuardId) -> Result<Ticket> {
         let gr = g.as_raw();
         if let Some(interp) = thread::cached_guard(&self.reg, gr) {
-            let id = InterpreterId::from_raw(interp);
-            return with_ctx(&self.reg, |c| c.ensure_guarded(id, 0));
+            return self.ensure_guarded(InterpreterId::from_raw(interp));
         }
         let (id, epoch) = self.reg.guard_interp_id(g)?;
         let t = with_ctx(&self.reg, |c| c.ensure_guarded(id, 0))?;
         thread::cache_guard(&self.reg, gr, epoch, id.as_raw());
         Ok(t)
+    }
+
+    /// `Ensure(guard)` on the guard's cached interpreter `id`: the re-attach
+    /// fast path, else the slow path. (Not after a guard-table look-up,
+    /// which happens once per guard and thread: trying it there too made
+    /// the cached case's B 31 and C 25 instructions dearer, from code
+    /// generation, `bench/callgrind.sh guard-B guard-C`.)
+    #[inline(always)]
+    fn ensure_guarded(&self, id: InterpreterId) -> Result<Ticket> {
+        let reg = &*self.reg;
+        // SAFETY: `fast_reattach` is such a closure.
+        unsafe {
+            thread::with_ctx_or(
+                &self.reg,
+                |p| thread::fast_reattach(p, reg, id.as_raw(), true),
+                |c| c.ensure_guarded(id, 0),
+            )
+        }
     }
 
     /// `PyThreadState_EnsureFromView`: takes a guard from the view, keeps it
@@ -486,7 +503,16 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn release_token_slow(&self, t: Ticket) -> Result<()> {
-        let g = with_ctx(&self.reg, |c| c.release_token(t))?;
+        let reg = &*self.reg;
+        // a re-attach span counted by the fast path owns no guard (0)
+        // SAFETY: `fast_release_reattach` is such a closure.
+        let g = unsafe {
+            thread::with_ctx_or(
+                &self.reg,
+                |p| thread::fast_release_reattach(p, reg, Some(t)).map(|()| 0),
+                |c| c.release_token(t),
+            )?
+        };
         if g != 0 {
             let _ = self.reg.close_guard(GuardId::from_raw(g));
         }
@@ -530,7 +556,15 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn ensure_slow(&self, id: InterpreterId) -> Result<Ticket> {
-        with_ctx(&self.reg, |c| c.ensure(id))
+        let reg = &*self.reg;
+        // SAFETY: `fast_reattach` is such a closure.
+        unsafe {
+            thread::with_ctx_or(
+                &self.reg,
+                |p| thread::fast_reattach(p, reg, id.as_raw(), false),
+                |c| c.ensure(id),
+            )
+        }
     }
 
     /// As [`ensure`](Self::ensure), for designs that hand the ticket to the
@@ -555,7 +589,15 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn ensure_ticket_slow(&self, id: InterpreterId) -> Result<Ticket> {
-        with_ctx(&self.reg, |c| c.ensure_ticket(id))
+        let reg = &*self.reg;
+        // SAFETY: `fast_reattach` is such a closure.
+        unsafe {
+            thread::with_ctx_or(
+                &self.reg,
+                |p| thread::fast_reattach(p, reg, id.as_raw(), true),
+                |c| c.ensure_ticket(id),
+            )
+        }
     }
 
     /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
@@ -644,7 +686,15 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn release_slow(&self) -> Result<()> {
-        with_ctx(&self.reg, |c| c.release())
+        let reg = &*self.reg;
+        // SAFETY: `fast_release_reattach` is such a closure.
+        unsafe {
+            thread::with_ctx_or(
+                &self.reg,
+                |p| thread::fast_release_reattach(p, reg, None),
+                |c| c.release(),
+            )
+        }
     }
 
     /// Undoes the ensure of ticket `t`, which must be this thread's innermost
@@ -669,7 +719,15 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn release_ticket_slow(&self, t: Ticket) -> Result<()> {
-        with_ctx(&self.reg, |c| c.release_ticket(t))
+        let reg = &*self.reg;
+        // SAFETY: `fast_release_reattach` is such a closure.
+        unsafe {
+            thread::with_ctx_or(
+                &self.reg,
+                |p| thread::fast_release_reattach(p, reg, Some(t)),
+                |c| c.release_ticket(t),
+            )
+        }
     }
 
     /// Ensures and returns a guard that releases on drop (not `Send`: the

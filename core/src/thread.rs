@@ -455,8 +455,8 @@ const FAST_DEPTH: usize = 8;
 ///
 /// | `depth` | meaning |
 /// |---|---|
-/// | 0 | no counted span: `rts[0].frames` is the whole span stack |
-/// | 1..=[`FAST_DEPTH`] | the innermost `depth` spans are nested spans of `rts[0]`'s current interpreter, counted here (innermost last) on top of `rts[0].frames`, with sequence numbers `seqs[..depth]`; `rts[0].frames` has room for them beyond the `reserved` slots of `rts[0]`'s inline block (checked when each was counted) |
+/// | 0 | no counted nested span: `rts[0].frames` is the whole span stack, but for a counted re-attach span (`re_seq`, the second table) and the inline block's spans on top of it |
+/// | 1..=[`FAST_DEPTH`] | the innermost `depth` spans below the inline block's are nested spans of `rts[0]`'s current interpreter, counted here (innermost last) on top of `rts[0].frames` and of a counted re-attach span, with sequence numbers `seqs[..depth]`; `rts[0].frames` has room for them beyond the `reserved` slots of `rts[0]`'s inline block and the re-attach span's slot (`pending`; checked when each was counted) |
 ///
 /// The spans `rts[0]`'s inline block ([`InlineState`]) counts are the same
 /// kind of nested span; a slow call pushes this table's first, then the
@@ -465,12 +465,30 @@ const FAST_DEPTH: usize = 8;
 /// nothing then: one counter numbers the thread's spans.
 ///
 /// The fast path reads `rts[0]` itself (its registry, current interpreter
-/// and record, its tag and ticket counter); only `hint` mirrors anything,
-/// and a stale hint costs a slow call, never a wrong answer. Every slow
+/// and record, its tag and ticket counter); only `hint` mirrors anything
+/// of it, and a stale hint costs a slow call, never a wrong answer (the
+/// re-attach span's `re_` fields describe the span, which is not a frame
+/// yet, and are read only while it is counted). Every slow
 /// call begins by pushing the counted spans onto `rts[0].frames` as the
 /// frames the slow path would have pushed ([`flush`]), never allocating, so
 /// the slow path sees exactly the old state; thread exit does the same
 /// before its cleanup.
+///
+/// The re-attach span (`with nogil:` then `with gil:`: step (b) of
+/// [`RtCtx::ensure_steps`] on a thread attached to nothing, where the
+/// search stops at the innermost frame that attached a thread state): the
+/// fast path ([`fast_reattach`]) re-attaches that frame's detached thread
+/// state and counts the span here instead of pushing its frame, and the
+/// matching release ([`fast_release_reattach`]) detaches it again.
+///
+/// | `re_seq` | meaning |
+/// |---|---|
+/// | `NONE` | no re-attach span counted (the other `re_` fields mean nothing) |
+/// | sequence number | a re-attach span of `rts[0]`'s thread state `re_idx` (record `re_ts`, interpreter `re_interp`, interp-local `re_il`), counted: `rts[0]` is attached to it (or to nothing, if its interpreter went while the thread waited for the lock); it is the innermost span below this table's `depth` spans and the inline block's, on top of `rts[0].frames`, which keeps a free slot for its frame (`pending`) |
+///
+/// A slow call pushes the counted re-attach span first (it is the
+/// outermost of the counted spans), as the `Reattach` frame the slow path
+/// would have pushed.
 ///
 /// The guard cache (`guard_reg`, `guard`, `guard_epoch`, `guard_interp`;
 /// `guard` 0 if empty): guard `guard` of registry `guard_reg` names
@@ -496,6 +514,17 @@ pub(crate) struct Fast {
     guard: u64,
     guard_epoch: u64,
     guard_interp: u64,
+    /// The counted re-attach span's sequence number, `NONE` if none (see
+    /// the second table); the other `re_` fields are its frame's.
+    re_seq: u32,
+    /// Its interpreter (raw id).
+    re_interp: u64,
+    /// Its thread state's record: `rts[0].locals[re_idx]`'s `TState<B>`,
+    /// kept alive by that entry.
+    re_ts: *const (),
+    /// Its thread state's local index and interp-local index in `rts[0]`.
+    re_idx: u32,
+    re_il: u32,
 }
 
 impl Fast {
@@ -508,7 +537,18 @@ impl Fast {
         guard: 0,
         guard_epoch: 0,
         guard_interp: 0,
+        re_seq: NONE,
+        re_interp: 0,
+        re_ts: std::ptr::null(),
+        re_idx: NONE,
+        re_il: NONE,
     };
+
+    /// Frame slots a counted re-attach span will take when it is pushed.
+    #[inline(always)]
+    fn pending(&self) -> usize {
+        usize::from(self.re_seq != NONE)
+    }
 
     fn forget_guard(&mut self) {
         self.guard = 0;
@@ -889,6 +929,9 @@ const _: () = assert!(INLINE_DEPTH == 16);
 /// block (a slow call begins, or the thread exits).
 #[inline(always)]
 fn flush<B: Backend>(t: &mut ThreadCtx<B>) {
+    if t.fast.re_seq != NONE {
+        flush_reattach(t);
+    }
     if t.fast.depth > 0 {
         flush_counted(t);
     }
@@ -942,10 +985,12 @@ fn push_inline_counted<B: Backend>(c: &mut RtCtx<B>, depth: u32) {
 }
 
 /// Opens `c`'s inline block if the thread is attached through `c` (a call
-/// ends; `c` is `rts[0]`), reserving room for the spans it may count.
+/// ends; `c` is `rts[0]`), reserving room for the spans it may count
+/// beyond the `pending` slots of counted spans not yet pushed
+/// ([`Fast::pending`]: 0 as a slow call ends, which pushed them all).
 #[inline(always)]
-fn open_inline<B: Backend>(f: &mut Fast, c: &RtCtx<B>) {
-    let room = c.frames.capacity() - c.frames.len();
+fn open_inline<B: Backend>(f: &mut Fast, c: &RtCtx<B>, pending: usize) {
+    let room = c.frames.capacity() - c.frames.len() - pending;
     let limit = (room / 2).min(INLINE_DEPTH);
     // `current_interp` is 0 whenever nothing is attached (`clear_current`)
     if c.current_interp == 0 || limit == 0 {
@@ -1004,6 +1049,25 @@ fn init_inline<B: Backend>(c: &RtCtx<B>) {
     // the context's registry (kept alive by it) is this block's for the
     // context's life; read only while `guard` is set
     s.guard_closes = crate::sync::counter_ptr(&c.reg.guard_closes);
+}
+
+/// Pushes the counted re-attach span onto `rts[0]`'s frames (see `Fast`).
+#[inline(never)]
+fn flush_reattach<B: Backend>(t: &mut ThreadCtx<B>) {
+    let f = &mut t.fast;
+    let seq = std::mem::replace(&mut f.re_seq, NONE);
+    if let Some(c) = t.rts.first_mut() {
+        // its slot was kept free (`Fast::pending`): never allocates
+        c.frames.push(Frame {
+            kind: FrameKind::Reattach,
+            ts: f.re_idx,
+            prev: NONE,
+            seq,
+            il: f.re_il,
+            interp: f.re_interp,
+            guard: 0,
+        });
+    }
 }
 
 #[cold]
@@ -1069,7 +1133,7 @@ fn count_nested<B: Backend>(
     if id == 0
         || c.current_interp != id
         || d >= FAST_DEPTH
-        || c.frames.capacity() - c.frames.len() <= d + f.reserved as usize
+        || c.frames.capacity() - c.frames.len() <= d + f.reserved as usize + f.pending()
         || (need_tag && c.tag == 0)
     {
         return None;
@@ -1136,24 +1200,172 @@ pub(crate) fn fast_is_attached<B: Backend>(reg: &Registry<B>, id: u64) -> Option
     Some(id != 0 && c.current_interp == id)
 }
 
+/// Clears `busy` as it drops, also by unwinding (a fast path's call into
+/// the backend, see [`fast_reattach`]).
+struct BusyGuard<B: Backend>(*mut ThreadCtx<B>);
+impl<B: Backend> Drop for BusyGuard<B> {
+    fn drop(&mut self) {
+        // SAFETY: this thread's live context (freed only by its exit
+        // destructor, never while a fast path runs); the fast path's own
+        // reference to it is no longer used.
+        unsafe { (*self.0).busy = false };
+    }
+}
+
+/// The re-attach fast path (`with nogil:` then `with gil:`): `Some(ticket)`
+/// when the thread is attached to nothing through `reg` and the innermost
+/// frame of `rts[0]` that attached a thread state (only nested spans above
+/// it) holds `id` open through that thread state, now detached (a save
+/// inside its span): re-attaches it (may wait for the lock) and counts the
+/// span (see `Fast`), exactly as step (b) of [`RtCtx::ensure_steps`] would
+/// push it. `need_tag`: as [`fast_ensure`].
+/// `None`, nothing changed, to take the slow path.
+///
+/// # Safety
+/// `p` is as [`idle_ptr`] returns it (see [`with_ctx_or`]).
+#[inline(always)]
+pub(crate) unsafe fn fast_reattach<B: Backend>(
+    p: *mut ThreadCtx<B>,
+    reg: &Registry<B>,
+    id: u64,
+    need_tag: bool,
+) -> Option<Ticket> {
+    // SAFETY: as in `idle_ctx` (the contract); not used once `_busy` drops.
+    let t = unsafe { &mut *p };
+    let f = &mut t.fast;
+    // (counted nested spans, `depth`, need an attached thread: checked
+    // with `current` below; `fr.interp` is never 0, so neither is `id`)
+    if f.re_seq != NONE {
+        return None;
+    }
+    let c = t.rts.first_mut()?;
+    // the innermost frame that attached a thread state (above it only
+    // nested spans, which step (b)'s search passes over too)
+    let fr = match c.frames.last()? {
+        f if f.ts != NONE => *f,
+        _ => *c.frames.iter().rev().find(|f| f.ts != NONE)?,
+    };
+    if c.current != NONE
+        || fr.interp != id
+        || fr.ts == NONE
+        || c.frames.len() == c.frames.capacity()
+        || (need_tag && c.tag == 0)
+        || !std::ptr::eq(Arc::as_ptr(&c.reg), reg)
+        || !c.record_is_current()
+    {
+        return None;
+    }
+    let ts: &TState<B> = &c.locals.get(fr.ts as usize)?.as_ref()?.ts;
+    if ts.is_deleted() {
+        return None;
+    }
+    // the backend may wait for the lock: a call is inside meanwhile
+    t.busy = true;
+    let _busy = BusyGuard(p);
+    c.backend().attach(&ts.interp, ts, false);
+    let (interp, raw) = (ts.interp.id.as_raw(), B::raw(ts));
+    f.re_ts = (ts as *const TState<B>).cast();
+    if ts.is_deleted() {
+        // its interpreter went while this thread waited (a daemon span):
+        // the span is counted all the same, attached to nothing, as the
+        // slow path leaves it; its release takes the slow path
+        c.backend().detach(&ts.interp, ts);
+    } else {
+        ts.set_attached(true);
+        c.current = fr.ts;
+        c.current_interp = interp;
+        c.current_raw = raw;
+    }
+    let (tk, seq) = c.ticket();
+    f.re_seq = seq;
+    f.re_interp = id;
+    f.re_idx = fr.ts;
+    f.re_il = fr.il;
+    f.hint = c.current_interp;
+    if !c.inline.is_null() {
+        open_inline(f, c, f.pending());
+    }
+    Some(tk)
+}
+
+/// The release of a counted re-attach span (the thread-stored release if
+/// `ticket` is `None`, else of that ticket): `Some` if it is the innermost
+/// span, its thread state is the attached one and its interpreter is not
+/// gone — then the thread state is detached again, as the slow path's
+/// `leave` does. `None`, nothing changed, to take the slow path (which
+/// also reports misuse).
+///
+/// # Safety
+/// As [`fast_reattach`].
+#[inline(always)]
+pub(crate) unsafe fn fast_release_reattach<B: Backend>(
+    p: *mut ThreadCtx<B>,
+    reg: &Registry<B>,
+    ticket: Option<Ticket>,
+) -> Option<()> {
+    // SAFETY: as in `fast_reattach`.
+    let t = unsafe { &mut *p };
+    let f = &mut t.fast;
+    if f.re_seq == NONE || f.depth != 0 {
+        return None;
+    }
+    let c = t.rts.first_mut()?;
+    if !std::ptr::eq(Arc::as_ptr(&c.reg), reg)
+        || c.current != f.re_idx
+        || c.inline_depth() != 0
+        || !c.record_is_current()
+        || ticket.is_some_and(|tk| c.tag == 0 || Ticket::new(c.tag, f.re_seq) != tk)
+    {
+        return None;
+    }
+    // SAFETY: `re_seq` is set, so `re_ts` is `rts[0].locals[re_idx]`'s
+    // record (`Fast`), which only a call could remove, and every call
+    // begins by pushing the span as a frame (`flush`), clearing `re_seq`.
+    let ts = unsafe { &*f.re_ts.cast::<TState<B>>() };
+    if ts.is_deleted() || ts.interp.gate.is_gone() {
+        return None;
+    }
+    t.busy = true;
+    let _busy = BusyGuard(p);
+    if !c.inline.is_null() {
+        // counts nothing (checked): this only closes it
+        close_inline(f, c);
+    }
+    ts.set_attached(false);
+    c.backend().detach(&ts.interp, ts);
+    c.clear_current();
+    f.re_seq = NONE;
+    f.hint = 0;
+    Some(())
+}
+
 /// This thread's context for backend `B` while no call is inside it
 /// (`None` if it has none, or a call is inside). The caller makes no call
 /// back into the library while it holds it.
 #[inline(always)]
 fn idle_ctx<'a, B: Backend>() -> Option<&'a mut ThreadCtx<B>> {
+    let p = idle_ptr::<B>()?;
+    // SAFETY: this thread's live context with no call inside (`idle_ptr`),
+    // so no other reference to it is live (and the fast paths make no call
+    // back into the library).
+    Some(unsafe { &mut *p })
+}
+
+/// This thread's context for backend `B` if it has one and no call is
+/// inside it.
+#[inline(always)]
+fn idle_ptr<B: Backend>() -> Option<*mut ThreadCtx<B>> {
     let p = B::ctx_ptr()?.cast::<ThreadCtx<B>>();
     if p.is_null() {
         return None;
     }
     // SAFETY: a non-null slot holds this thread's live context. `busy` is
-    // read through the raw place first: while it is clear no call is
-    // inside on this thread, so no other reference to the context is live
-    // (and the fast paths make no call back into the library).
+    // read through the raw place: while it is clear no call is inside on
+    // this thread, so no reference to the context is live.
     if unsafe { (*p).busy } {
         return None;
     }
-    // SAFETY: as above.
-    Some(unsafe { &mut *p })
+    Some(p)
 }
 
 /// The interpreter of guard `g` from the thread's guard cache, if it is
@@ -1185,7 +1397,9 @@ pub(crate) fn cache_guard<B: Backend>(reg: &Registry<B>, g: u64, epoch: u64, int
     {
         // SAFETY: as in `close_inline`; no call is inside (`idle_ctx`).
         let s = unsafe { &mut *c.inline };
-        if s.open == interp && s.open != 0 {
+        // (`interp` is a guard's interpreter: never 0, as a closed block's
+        // `open` is)
+        if s.open == interp {
             s.guard = g;
             s.guard_epoch = epoch;
         }
@@ -1223,7 +1437,8 @@ impl<B: Backend> Drop for CallGuard<B> {
             Some(c) => {
                 t.fast.hint = c.current_interp;
                 if !c.inline.is_null() {
-                    open_inline(&mut t.fast, c);
+                    // the call pushed every counted span (`flush`)
+                    open_inline(&mut t.fast, c, 0);
                 }
             }
             None => t.fast.hint = 0,
@@ -1360,11 +1575,34 @@ pub(crate) fn with_ctx<B: Backend, R>(
     reg: &Arc<Registry<B>>,
     f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
 ) -> Result<R> {
+    // SAFETY: a closure that does nothing keeps any contract.
+    unsafe { with_ctx_or(reg, |_| None, f) }
+}
+
+/// As [`with_ctx`], but first `fast` on this thread's context if it has
+/// one and no call is inside it: its `Some` is the answer, its `None` (the
+/// context as it was) runs `f`.
+///
+/// # Safety
+/// `fast` must treat its argument as [`idle_ptr`]'s: the thread's live
+/// context with no call inside, and make no call into the library.
+#[inline]
+pub(crate) unsafe fn with_ctx_or<B: Backend, R>(
+    reg: &Arc<Registry<B>>,
+    fast: impl FnOnce(*mut ThreadCtx<B>) -> Option<R>,
+    f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
+) -> Result<R> {
     let mut p = B::ctx_ptr()
         .ok_or(Error::WrongThread)?
         .cast::<ThreadCtx<B>>();
     if p.is_null() {
         p = new_thread_ctx::<B>()?;
+    // SAFETY: a non-null slot holds this thread's live context; `busy` is
+    // read through the raw place, as in `idle_ptr`.
+    } else if !unsafe { (*p).busy }
+        && let Some(r) = fast(p)
+    {
+        return Ok(r);
     }
     // SAFETY: a non-null slot holds this thread's live context.
     let (t, _call) = unsafe { enter(p)? };
@@ -1663,6 +1901,17 @@ impl<B: Backend> RtCtx<B> {
             return;
         }
         self.set_current(idx);
+    }
+
+    /// Spans this context's inline block counts now (0 if it has none or
+    /// it is closed).
+    #[inline(always)]
+    fn inline_depth(&self) -> u32 {
+        if self.inline.is_null() {
+            return 0;
+        }
+        // SAFETY: as in `close_inline`; only read, while no call is inside.
+        unsafe { (*self.inline).depth }
     }
 
     /// Whether the fast paths may trust the record: always on the model; on
@@ -2733,6 +2982,74 @@ mod fast_tests {
             assert_eq!(counted(), 0);
             rt.release_ticket(outer).unwrap();
             assert!(!rt.is_attached(main));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// (counted re-attach span, frames of `rts[0]`)
+    fn reattach_state() -> (bool, usize) {
+        let t = idle_ctx::<Model>().expect("a context, no call inside");
+        (t.fast.re_seq != NONE, t.rts[0].frames.len())
+    }
+
+    /// The re-attach case (ensure after a save, on every design's ensure)
+    /// takes its fast path: the span is counted, not pushed as a frame
+    /// through the call machinery (before: 513 instructions per
+    /// ensure+release on `bench/callgrind.sh`'s ensure-B, 301 with it), and
+    /// a slow call pushes it as the frame the slow path would have.
+    #[test]
+    fn a_reattach_after_a_save_is_counted_by_its_fast_path() {
+        std::thread::spawn(|| {
+            let rt = Runtime::<Model>::new();
+            let main = rt.main_interpreter().unwrap();
+            let sub = rt.create_interpreter(crate::LockMode::Own).unwrap();
+            let g = rt.guard_for(main).unwrap();
+            let outer = rt.ensure_ticket(main).unwrap();
+            let saved = rt.save().unwrap();
+            assert_eq!(reattach_state(), (false, 1), "the outer span's frame");
+            // each design's ensure: thread-stored, ticket, under a guard
+            // (once its interpreter is cached: the first ensure under a
+            // guard looks it up in the guard table, on the slow path)
+            rt.ensure(main).unwrap();
+            assert_eq!(reattach_state(), (true, 1), "counted, no frame");
+            rt.release().unwrap();
+            assert_eq!(reattach_state(), (false, 1));
+            let r = rt.ensure_ticket(main).unwrap();
+            assert_eq!(reattach_state(), (true, 1));
+            rt.release_ticket(r).unwrap();
+            let r = rt.ensure_with_guard(g).unwrap();
+            assert_eq!(reattach_state(), (false, 2), "looked up: a frame");
+            rt.release_token(r).unwrap();
+            for _ in 0..2 {
+                let r = rt.ensure_with_guard(g).unwrap();
+                assert_eq!(reattach_state(), (true, 1));
+                rt.release_token(r).unwrap();
+                assert_eq!(reattach_state(), (false, 1));
+            }
+            // nested spans between the saved span and the save: passed over,
+            // as step (b)'s search does
+            rt.restore(saved).unwrap();
+            let n = rt.ensure_ticket(main).unwrap(); // counted, then a frame:
+            let saved = rt.save().unwrap();
+            assert_eq!(reattach_state(), (false, 2), "outer + nested frames");
+            let r = rt.ensure_ticket(main).unwrap();
+            assert_eq!(reattach_state(), (true, 2));
+            rt.release_ticket(r).unwrap();
+            rt.restore(saved).unwrap();
+            rt.release_ticket(n).unwrap();
+            let saved = rt.save().unwrap();
+            // a slow call inside it: the span becomes a frame first
+            rt.ensure(main).unwrap();
+            rt.ensure(sub).unwrap();
+            assert_eq!(reattach_state(), (false, 3));
+            rt.release().unwrap();
+            assert!(rt.is_attached(main));
+            rt.release().unwrap();
+            assert!(!rt.is_attached(main));
+            rt.restore(saved).unwrap();
+            rt.release_ticket(outer).unwrap();
+            rt.close_guard(g).unwrap();
         })
         .join()
         .unwrap();

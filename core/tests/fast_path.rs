@@ -166,3 +166,146 @@ fn another_runtime_s_guard_is_not_taken_from_the_cache() {
         a.close_guard(ga).unwrap();
     });
 }
+
+/// The re-attach fast path (`with nogil:` then `with gil:`) counts the span
+/// without a frame; every rule of the slow path holds for it: order, stale
+/// tickets, nested spans inside it, and what follows it.
+#[test]
+fn a_reattach_span_after_a_save_keeps_the_slow_path_s_rules() {
+    on_thread(|| {
+        let rt = Runtime::new();
+        let main = rt.main_interpreter().unwrap();
+        let outer = rt.ensure_ticket(main).unwrap();
+        let saved = rt.save().unwrap();
+        let mut last = None;
+        for _ in 0..3 {
+            let r = rt.ensure_ticket(main).unwrap();
+            assert!(rt.is_attached(main));
+            let n = rt.ensure_ticket(main).unwrap(); // nested inside it
+            // not the innermost: refused, whichever path answers
+            assert_eq!(rt.release_ticket(r), Err(Error::OutOfOrder));
+            assert_eq!(rt.release_ticket(outer), Err(Error::OutOfOrder));
+            rt.release_ticket(n).unwrap();
+            assert_eq!(rt.release_ticket(n), Err(Error::InvalidHandle));
+            if let Some(prev) = last {
+                // the previous cycle's span: stale, not this one's
+                assert_eq!(rt.release_ticket(prev), Err(Error::InvalidHandle));
+            }
+            rt.release_ticket(r).unwrap();
+            assert!(!rt.is_attached(main), "detached again: the save holds");
+            assert_eq!(rt.release_ticket(r), Err(Error::InvalidHandle));
+            last = Some(r);
+        }
+        // the outer span's release while its save is open
+        assert_eq!(rt.release_ticket(outer), Err(Error::OutOfOrder));
+        rt.restore(saved).unwrap();
+        assert!(rt.is_attached(main));
+        rt.release_ticket(outer).unwrap();
+        assert!(!rt.is_attached(main));
+        assert_eq!(rt.release(), Err(Error::NotAttached));
+    });
+}
+
+/// A slow call inside a re-attach span the fast path counted sees the
+/// span as its frame: a switch to another interpreter and back, then a
+/// save inside it (the next re-attach then re-attaches from that frame).
+#[test]
+fn slow_calls_inside_a_counted_reattach_span_see_its_frame() {
+    on_thread(|| {
+        let rt = Runtime::new();
+        let main = rt.main_interpreter().unwrap();
+        let sub = rt.create_interpreter(LockMode::Own).unwrap();
+        rt.ensure(main).unwrap();
+        let s1 = rt.save().unwrap();
+        rt.ensure(main).unwrap(); // re-attach: counted
+        rt.ensure(sub).unwrap(); // a switch: slow
+        assert!(rt.is_attached(sub) && !rt.is_attached(main));
+        rt.release().unwrap(); // back to main, inside the re-attach span
+        assert!(rt.is_attached(main));
+        let s2 = rt.save().unwrap(); // slow, inside the re-attach span
+        assert!(!rt.is_attached(main));
+        rt.ensure(main).unwrap(); // re-attach from the re-attach frame
+        assert!(rt.is_attached(main));
+        assert_eq!(rt.restore(s2), Err(Error::Busy), "attached: a span is open");
+        rt.release().unwrap();
+        assert!(!rt.is_attached(main));
+        rt.restore(s2).unwrap();
+        assert!(rt.is_attached(main));
+        rt.release().unwrap(); // the first re-attach span
+        assert!(!rt.is_attached(main));
+        rt.restore(s1).unwrap();
+        rt.release().unwrap();
+        assert!(!rt.is_attached(main));
+        assert_eq!(rt.release(), Err(Error::NotAttached));
+    });
+}
+
+/// The guard design's `Ensure(guard)` after a save takes the re-attach
+/// fast path; its token is released as any, in order only.
+#[test]
+fn the_guard_design_s_reattach_span_is_released_by_its_token() {
+    on_thread(|| {
+        let rt = Runtime::new();
+        let main = rt.main_interpreter().unwrap();
+        let g = rt.guard_for(main).unwrap();
+        let outer = rt.ensure_with_guard(g).unwrap();
+        let saved = rt.save().unwrap();
+        for _ in 0..3 {
+            let r = rt.ensure_with_guard(g).unwrap();
+            assert!(rt.is_attached(main));
+            assert_eq!(rt.release_token(outer), Err(Error::OutOfOrder));
+            rt.release_token(r).unwrap();
+            assert!(!rt.is_attached(main));
+            assert_eq!(rt.release_token(r), Err(Error::InvalidHandle));
+        }
+        rt.restore(saved).unwrap();
+        rt.release_token(outer).unwrap();
+        rt.close_guard(g).unwrap();
+    });
+}
+
+#[test]
+fn a_counted_reattach_span_left_open_at_thread_exit_is_closed_by_the_cleanup() {
+    let rt = std::sync::Arc::new(Runtime::new());
+    let main = rt.main_interpreter().unwrap();
+    let r = rt.clone();
+    on_thread(move || {
+        r.ensure(main).unwrap();
+        r.save().unwrap();
+        r.ensure(main).unwrap(); // re-attach: counted, never released
+        r.ensure(main).unwrap(); // nested inside it: counted too
+    });
+    let d = rt.diagnostics();
+    assert_eq!(
+        d.exit_spans_closed, 3,
+        "the outer span, the re-attach span and the nested one"
+    );
+    // the exited thread's hold is gone: finalize completes at once
+    rt.finalize(main, Some(Duration::from_secs(10))).unwrap();
+}
+
+/// Nested spans between the span a save detached and the save: the
+/// re-attach passes over them (as the slow path's search does), and every
+/// span still releases in order only.
+#[test]
+fn a_reattach_passes_over_nested_spans_below_the_save() {
+    on_thread(|| {
+        let rt = Runtime::new();
+        let main = rt.main_interpreter().unwrap();
+        let outer = rt.ensure_ticket(main).unwrap();
+        let nested = rt.ensure_ticket(main).unwrap();
+        let saved = rt.save().unwrap();
+        for _ in 0..3 {
+            let r = rt.ensure_ticket(main).unwrap();
+            assert!(rt.is_attached(main));
+            assert_eq!(rt.release_ticket(nested), Err(Error::OutOfOrder));
+            rt.release_ticket(r).unwrap();
+            assert!(!rt.is_attached(main));
+        }
+        assert_eq!(rt.release_ticket(nested), Err(Error::OutOfOrder));
+        rt.restore(saved).unwrap();
+        rt.release_ticket(nested).unwrap();
+        rt.release_ticket(outer).unwrap();
+        assert!(!rt.is_attached(main));
+    });
+}

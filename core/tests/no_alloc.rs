@@ -405,3 +405,32 @@ fn guard_block_counts_become_frames_without_allocating() {
         rt.close_guard(g).unwrap();
     });
 }
+
+/// The nested spans the fast path counts inside a counted re-attach span
+/// leave its frame slot free, so the flush that pushes them all allocates
+/// nothing (without the pending slot in the nested count, one span too
+/// many was counted and the flush grew the frame stack: an allocation on
+/// a path documented as never allocating, past the fault injection).
+#[test]
+fn reattach_and_nested_counts_flush_without_allocating() {
+    common::watchdog(60, || {
+        let rt = Runtime::new();
+        let main = rt.main_interpreter().unwrap();
+        rt.ensure(main).unwrap();
+        let s = rt.save().unwrap();
+        rt.ensure(main).unwrap();
+        let mut k = 0;
+        while rt.ensure_nested(main, false).is_some() {
+            k += 1;
+        }
+        assert!(k > 0, "the fast path counted nested spans");
+        let before = allocs();
+        rt.work(main).unwrap(); // a slow call: the flush
+        assert_eq!(allocs() - before, 0, "{k} nested + 1 re-attach");
+        for _ in 0..k + 1 {
+            rt.release().unwrap();
+        }
+        rt.restore(s).unwrap();
+        rt.release().unwrap();
+    });
+}
