@@ -447,15 +447,7 @@ impl<B: Backend> Runtime<B> {
     /// generation, `bench/callgrind.sh guard-B guard-C`.)
     #[inline(always)]
     fn ensure_guarded(&self, id: InterpreterId) -> Result<Ticket> {
-        let reg = &*self.reg;
-        // SAFETY: `fast_reattach` is such a closure.
-        unsafe {
-            thread::with_ctx_or(
-                &self.reg,
-                |p| thread::fast_reattach(p, reg, id.as_raw(), true),
-                |c| c.ensure_guarded(id, 0),
-            )
-        }
+        thread::with_ctx_reattach(&self.reg, id.as_raw(), true, |c| c.ensure_guarded(id, 0))
     }
 
     /// `PyThreadState_EnsureFromView`: takes a guard from the view, keeps it
@@ -503,16 +495,8 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn release_token_slow(&self, t: Ticket) -> Result<()> {
-        let reg = &*self.reg;
         // a re-attach span counted by the fast path owns no guard (0)
-        // SAFETY: `fast_release_reattach` is such a closure.
-        let g = unsafe {
-            thread::with_ctx_or(
-                &self.reg,
-                |p| thread::fast_release_reattach(p, reg, Some(t)).map(|()| 0),
-                |c| c.release_token(t),
-            )?
-        };
+        let g = thread::with_ctx_release(&self.reg, Some(t), 0, |c| c.release_token(t))?;
         if g != 0 {
             let _ = self.reg.close_guard(GuardId::from_raw(g));
         }
@@ -556,15 +540,7 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn ensure_slow(&self, id: InterpreterId) -> Result<Ticket> {
-        let reg = &*self.reg;
-        // SAFETY: `fast_reattach` is such a closure.
-        unsafe {
-            thread::with_ctx_or(
-                &self.reg,
-                |p| thread::fast_reattach(p, reg, id.as_raw(), false),
-                |c| c.ensure(id),
-            )
-        }
+        thread::with_ctx_reattach(&self.reg, id.as_raw(), false, |c| c.ensure(id))
     }
 
     /// As [`ensure`](Self::ensure), for designs that hand the ticket to the
@@ -589,15 +565,7 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn ensure_ticket_slow(&self, id: InterpreterId) -> Result<Ticket> {
-        let reg = &*self.reg;
-        // SAFETY: `fast_reattach` is such a closure.
-        unsafe {
-            thread::with_ctx_or(
-                &self.reg,
-                |p| thread::fast_reattach(p, reg, id.as_raw(), true),
-                |c| c.ensure_ticket(id),
-            )
-        }
+        thread::with_ctx_reattach(&self.reg, id.as_raw(), true, |c| c.ensure_ticket(id))
     }
 
     /// The nested fast path of [`ensure`](Self::ensure) alone: `Some` (the
@@ -686,15 +654,7 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn release_slow(&self) -> Result<()> {
-        let reg = &*self.reg;
-        // SAFETY: `fast_release_reattach` is such a closure.
-        unsafe {
-            thread::with_ctx_or(
-                &self.reg,
-                |p| thread::fast_release_reattach(p, reg, None),
-                |c| c.release(),
-            )
-        }
+        thread::with_ctx_release(&self.reg, None, (), |c| c.release())
     }
 
     /// Undoes the ensure of ticket `t`, which must be this thread's innermost
@@ -719,15 +679,7 @@ impl<B: Backend> Runtime<B> {
 
     #[inline(always)]
     fn release_ticket_slow(&self, t: Ticket) -> Result<()> {
-        let reg = &*self.reg;
-        // SAFETY: `fast_release_reattach` is such a closure.
-        unsafe {
-            thread::with_ctx_or(
-                &self.reg,
-                |p| thread::fast_release_reattach(p, reg, Some(t)),
-                |c| c.release_ticket(t),
-            )
-        }
+        thread::with_ctx_release(&self.reg, Some(t), (), |c| c.release_ticket(t))
     }
 
     /// Ensures and returns a guard that releases on drop (not `Send`: the

@@ -1224,7 +1224,7 @@ impl<B: Backend> Drop for BusyGuard<B> {
 /// # Safety
 /// `p` is as [`idle_ptr`] returns it (see [`with_ctx_or`]).
 #[inline(always)]
-pub(crate) unsafe fn fast_reattach<B: Backend>(
+unsafe fn fast_reattach<B: Backend>(
     p: *mut ThreadCtx<B>,
     reg: &Registry<B>,
     id: u64,
@@ -1247,7 +1247,6 @@ pub(crate) unsafe fn fast_reattach<B: Backend>(
     };
     if c.current != NONE
         || fr.interp != id
-        || fr.ts == NONE
         || c.frames.len() == c.frames.capacity()
         || (need_tag && c.tag == 0)
         || !std::ptr::eq(Arc::as_ptr(&c.reg), reg)
@@ -1272,9 +1271,7 @@ pub(crate) unsafe fn fast_reattach<B: Backend>(
         c.backend().detach(&ts.interp, ts);
     } else {
         ts.set_attached(true);
-        c.current = fr.ts;
-        c.current_interp = interp;
-        c.current_raw = raw;
+        c.mark_current(fr.ts, interp, raw);
     }
     let (tk, seq) = c.ticket();
     f.re_seq = seq;
@@ -1298,7 +1295,7 @@ pub(crate) unsafe fn fast_reattach<B: Backend>(
 /// # Safety
 /// As [`fast_reattach`].
 #[inline(always)]
-pub(crate) unsafe fn fast_release_reattach<B: Backend>(
+unsafe fn fast_release_reattach<B: Backend>(
     p: *mut ThreadCtx<B>,
     reg: &Registry<B>,
     ticket: Option<Ticket>,
@@ -1337,6 +1334,44 @@ pub(crate) unsafe fn fast_release_reattach<B: Backend>(
     f.re_seq = NONE;
     f.hint = 0;
     Some(())
+}
+
+/// An ensure of `id` past the nested fast path: the re-attach fast path
+/// ([`fast_reattach`]; `need_tag` as there), else `f` on the context, as
+/// [`with_ctx`].
+#[inline(always)]
+pub(crate) fn with_ctx_reattach<B: Backend>(
+    reg: &Arc<Registry<B>>,
+    id: u64,
+    need_tag: bool,
+    f: impl FnOnce(&mut RtCtx<B>) -> Result<Ticket>,
+) -> Result<Ticket> {
+    let r = &**reg;
+    // SAFETY: `fast_reattach` treats `p` as `idle_ptr`'s and makes no call
+    // into the library (its contract is `with_ctx_or`'s).
+    unsafe { with_ctx_or(reg, |p| fast_reattach(p, r, id, need_tag), f) }
+}
+
+/// A release past the nested fast path: the release of a counted re-attach
+/// span ([`fast_release_reattach`]; `ticket` as there), answered with
+/// `none` (the answer `f` would give for a span owning nothing), else `f`
+/// on the context, as [`with_ctx`].
+#[inline(always)]
+pub(crate) fn with_ctx_release<B: Backend, R>(
+    reg: &Arc<Registry<B>>,
+    ticket: Option<Ticket>,
+    none: R,
+    f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
+) -> Result<R> {
+    let r = &**reg;
+    // SAFETY: as in `with_ctx_reattach`.
+    unsafe {
+        with_ctx_or(
+            reg,
+            |p| fast_release_reattach(p, r, ticket).map(|()| none),
+            f,
+        )
+    }
 }
 
 /// This thread's context for backend `B` while no call is inside it
@@ -1587,7 +1622,7 @@ pub(crate) fn with_ctx<B: Backend, R>(
 /// `fast` must treat its argument as [`idle_ptr`]'s: the thread's live
 /// context with no call inside, and make no call into the library.
 #[inline]
-pub(crate) unsafe fn with_ctx_or<B: Backend, R>(
+unsafe fn with_ctx_or<B: Backend, R>(
     reg: &Arc<Registry<B>>,
     fast: impl FnOnce(*mut ThreadCtx<B>) -> Option<R>,
     f: impl FnOnce(&mut RtCtx<B>) -> Result<R>,
@@ -1851,6 +1886,13 @@ impl<B: Backend> RtCtx<B> {
         let l = self.local(idx);
         l.ts.set_attached(true);
         let (interp, raw) = (l.ts.interp.id.as_raw(), B::raw(&l.ts));
+        self.mark_current(idx, interp, raw);
+    }
+
+    /// Records local `idx` (of interpreter `interp`, the backend's raw
+    /// thread state `raw`), marked attached by the caller, as the current.
+    #[inline(always)]
+    fn mark_current(&mut self, idx: u32, interp: u64, raw: usize) {
         self.current_interp = interp;
         self.current_raw = raw;
         self.current = idx;
